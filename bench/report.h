@@ -1,0 +1,36 @@
+// Results of the stage benchmark and their JSON and markdown renderings.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace bench {
+
+struct StageResult {
+  std::string stage;
+  double median_ms = 0.0;
+  double bytes = 0.0;  // bytes the stage must move: each input read once per use, each output written once
+};
+
+struct SizeResult {
+  long long seq_len = 0, kept = 0;
+  int levels = 0;
+  long long topk = 0;
+  std::vector<StageResult> stages;
+  double forward_ms = 0.0, backward_ms = 0.0;
+};
+
+struct Report {
+  std::string command_line, commit, gpu, date, dtype;
+  long long batch = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  int pooling = 0, reps = 0;
+  double copy_gbps = 0.0;  // measured device-to-device copy, bytes read + written per second / 1e9
+  std::vector<SizeResult> sizes;
+};
+
+std::string to_json(const Report& r);
+std::string to_markdown(const Report& r);
+// Writes text to path; throws std::runtime_error when it cannot.
+void write_file(const std::string& path, const std::string& text);
+
+}  // namespace bench

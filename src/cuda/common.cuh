@@ -1,0 +1,152 @@
+// Helpers shared by the CUDA stages: error reporting, launch sizing, 16-byte
+// vector access to rows of any supported dtype, and a block-wide scan.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "lighthouse/detail/access.h"
+#include "lighthouse/dtype.h"
+#include "lighthouse/params.h"
+
+namespace lighthouse::cuda::detail {
+
+// Throws std::runtime_error naming the failed call and CUDA's message.
+inline void check_cuda(cudaError_t status, const char* call) {
+  if (status != cudaSuccess)
+    throw std::runtime_error(std::string("lighthouse cuda: ") + call + ": " + cudaGetErrorString(status));
+}
+
+// Checks that the preceding kernel launch was accepted.
+inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
+
+inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+// Blocks for a grid-stride loop over `items`: enough to fill the device,
+// never more than the items need (at least one).
+inline unsigned grid_for(int64_t items, int threads, int blocks_per_sm) {
+  int device = 0, sms = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  const int64_t cap = int64_t{sms} * blocks_per_sm;
+  const int64_t need = (items + threads - 1) / threads;
+  const int64_t blocks = need < cap ? need : cap;
+  return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
+}
+
+// Launch shape of the streaming stages: a block row of x-threads covers the
+// `row_len` work items of one outer item (rows of D / W vectors), blockDim.y
+// outer items share a block; the grid strides over outer_x in x and over
+// outer_y in y (at most 65,535 blocks in y, looped beyond). Index math per
+// item is then a few adds: the divisions happen once per thread.
+struct StreamShape {
+  dim3 grid, block;
+};
+
+inline StreamShape stream_shape(int64_t row_len, int64_t outer_y, int64_t outer_x, int threads, int blocks_per_sm) {
+  int device = 0, sms = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  const int64_t bx = row_len < threads ? row_len : threads;
+  const int64_t by = threads / bx > 0 ? threads / bx : 1;
+  const int64_t gy = outer_y < 65535 ? outer_y : 65535;
+  int64_t cap = int64_t{sms} * blocks_per_sm / gy;
+  if (cap < 1) cap = 1;
+  int64_t gx = (outer_x + by - 1) / by;
+  if (gx > cap) gx = cap;
+  if (gx < 1) gx = 1;
+  StreamShape s;
+  s.block = dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by), 1);
+  s.grid = dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy < 1 ? 1 : gy), 1);
+  return s;
+}
+
+// Elements of T in one 16-byte vector.
+template <typename T>
+constexpr int vec_width() {
+  return 16 / static_cast<int>(sizeof(T));
+}
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+inline bool strides_multiple(const Strides& s, int64_t w) {
+  return s.batch % w == 0 && s.seq % w == 0 && s.head % w == 0;
+}
+
+// Loads W consecutive elements starting at element i of base as floats. W is
+// 1 (scalar) or vec_width<T>() (one 16-byte load; i must be aligned).
+template <typename T, int W>
+__device__ __forceinline__ void load_row(const void* base, int64_t i, float (&x)[W]) {
+  if constexpr (W == 1) {
+    x[0] = lighthouse::detail::load<T>(base, i);
+  } else {
+    static_assert(W * sizeof(T) == 16, "vector access is 16 bytes");
+    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const T*>(base) + i);
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+    if constexpr (sizeof(T) == 4) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) x[j] = bits_float(words[j]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        x[2 * j] = to_float(T{static_cast<uint16_t>(words[j] & 0xffffu)});
+        x[2 * j + 1] = to_float(T{static_cast<uint16_t>(words[j] >> 16)});
+      }
+    }
+  }
+}
+
+// Stores W floats as T at element i of base (the counterpart of load_row).
+template <typename T, int W>
+__device__ __forceinline__ void store_row(void* base, int64_t i, const float (&x)[W]) {
+  if constexpr (W == 1) {
+    lighthouse::detail::store<T>(base, i, x[0]);
+  } else {
+    uint32_t words[4];
+    if constexpr (sizeof(T) == 4) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) words[j] = float_bits(x[j]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        words[j] = static_cast<uint32_t>(from_float<T>(x[2 * j]).bits) |
+                   (static_cast<uint32_t>(from_float<T>(x[2 * j + 1]).bits) << 16);
+    }
+    *reinterpret_cast<uint4*>(static_cast<T*>(base) + i) = make_uint4(words[0], words[1], words[2], words[3]);
+  }
+}
+
+// Inclusive prefix sum of v over the block (blockDim.x a multiple of 32, at
+// most 1024); *total receives the block's sum. `scratch` holds 33 int64s in
+// shared memory. Every thread of the block must call it.
+__device__ __forceinline__ int64_t block_inclusive_scan(int64_t v, int64_t* scratch, int64_t* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  int64_t x = v;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const int64_t y = __shfl_up_sync(0xffffffffu, x, d);
+    if (lane >= d) x += y;
+  }
+  if (lane == 31) scratch[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    int64_t w = lane < warps ? scratch[lane] : 0;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const int64_t y = __shfl_up_sync(0xffffffffu, w, d);
+      if (lane >= d) w += y;
+    }
+    if (lane < warps) scratch[lane] = w;
+    if (lane == 31) scratch[32] = w;
+  }
+  __syncthreads();
+  const int64_t result = x + (warp > 0 ? scratch[warp - 1] : 0);
+  *total = scratch[32];
+  __syncthreads();  // scratch may be reused by the next call
+  return result;
+}
+
+}  // namespace lighthouse::cuda::detail

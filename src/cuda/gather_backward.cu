@@ -1,0 +1,100 @@
+// CUDA gather_backward: each base position sums grad_sel / c_l over the kept
+// entries covering it (found through the slots map), levels 1..L in order,
+// multiply then add as the CPU does, so no atomics and the same bits. One
+// thread owns W consecutive elements (a 16-byte vector on the fast path) of
+// one output row; the x-threads of a block cover one position's rows: the H
+// query heads of grad_q, then the KV heads of grad_k and of grad_v.
+// Grid: y over batch, x over positions.
+#include "common.cuh"
+#include "heuristics.h"
+#include "lighthouse/checks.h"
+#include "lighthouse/cuda.h"
+
+namespace lighthouse::cuda {
+namespace {
+
+namespace hz = heuristics;
+constexpr int kLevelGroup = hz::kScatterLevelGroup;
+
+template <typename T, int W>
+__global__ void __launch_bounds__(hz::kStreamThreads)
+    gather_backward_kernel(GatherBackwardParams p, int64_t group, int vecs) {
+  const Geometry& g = p.geo;
+  const int64_t H = p.dims.heads, kvn = p.dims.kv_heads, N = p.dims.seq_len;
+  const int row_len = static_cast<int>(H + 2 * kvn) * vecs;
+  for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
+    const int64_t r = inner / vecs, col = int64_t{inner % vecs} * W;
+    const int which = r < H ? 0 : (r < H + kvn ? 1 : 2);
+    const int64_t head = which == 0 ? r : (which == 1 ? r - H : r - H - kvn);
+    const int64_t kvh = which == 0 ? r / group : head;
+    const void* src = which == 0 ? p.grad_q_sel : (which == 1 ? p.grad_k_sel : p.grad_v_sel);
+    const Strides ss = which == 0 ? p.grad_q_sel_strides : (which == 1 ? p.grad_k_sel_strides : p.grad_v_sel_strides);
+    void* dst = which == 0 ? p.grad_q : (which == 1 ? p.grad_k : p.grad_v);
+    const Strides ds = which == 0 ? p.grad_q_strides : (which == 1 ? p.grad_k_strides : p.grad_v_strides);
+    for (int64_t b = blockIdx.y; b < p.dims.batch; b += gridDim.y) {
+      const int32_t* slots = p.slots + (b * kvn + kvh) * g.pyramid_len;
+      const T* sel = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, 0, head) + col;
+      for (int64_t t = blockIdx.x * int64_t{blockDim.y} + threadIdx.y; t < N; t += int64_t{gridDim.x} * blockDim.y) {
+        float acc[W];
+#pragma unroll
+        for (int j = 0; j < W; ++j) acc[j] = 0.0f;
+        // Levels in groups of kLevelGroup: the group's slot and row loads are
+        // independent and in flight together; the sum stays in level order.
+        for (int l0 = 1; l0 <= g.levels; l0 += kLevelGroup) {
+          int32_t s[kLevelGroup];
+#pragma unroll
+          for (int i = 0; i < kLevelGroup; ++i) {
+            const int l = l0 + i;
+            const int64_t local = l <= g.levels ? t >> ((l - 1) * g.log2_pooling) : 0;
+            // Past a level's last whole block (its ragged tail) nothing covers t.
+            s[i] = l <= g.levels && local < g.size(l) ? slots[g.offset(l) + local] : -1;
+          }
+          float x[kLevelGroup][W];
+#pragma unroll
+          for (int i = 0; i < kLevelGroup; ++i)
+            if (s[i] >= 0) detail::load_row<T, W>(sel, s[i] * ss.seq, x[i]);
+#pragma unroll
+          for (int i = 0; i < kLevelGroup; ++i)
+            if (s[i] >= 0) {
+              const float inv = 1.0f / static_cast<float>(g.block(l0 + i));  // exact: a power of two
+#pragma unroll
+              for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], __fmul_rn(x[i][j], inv));
+            }
+        }
+        detail::store_row<T, W>(dst, lighthouse::detail::at(ds, b, t, head) + col, acc);
+      }
+    }
+  }
+}
+
+template <typename T>
+void launch(const GatherBackwardParams& p, cudaStream_t stream) {
+  constexpr int W = detail::vec_width<T>();
+  const Dims& d = p.dims;
+  const int64_t group = d.heads / d.kv_heads;
+  const bool vec = d.head_dim % W == 0 && detail::aligned16(p.grad_q_sel) && detail::aligned16(p.grad_k_sel) &&
+                   detail::aligned16(p.grad_v_sel) && detail::aligned16(p.grad_q) && detail::aligned16(p.grad_k) &&
+                   detail::aligned16(p.grad_v) && detail::strides_multiple(p.grad_q_sel_strides, W) &&
+                   detail::strides_multiple(p.grad_k_sel_strides, W) &&
+                   detail::strides_multiple(p.grad_v_sel_strides, W) && detail::strides_multiple(p.grad_q_strides, W) &&
+                   detail::strides_multiple(p.grad_k_strides, W) && detail::strides_multiple(p.grad_v_strides, W);
+  const int64_t vecs = vec ? d.head_dim / W : d.head_dim;
+  const int64_t row_len = (d.heads + 2 * d.kv_heads) * vecs;
+  if (row_len > 0x7fffffff) fail("(heads + 2 * kv_heads) * head_dim", "below 2^31", row_len);
+  const detail::StreamShape sh = detail::stream_shape(row_len, d.batch, d.seq_len, hz::kStreamThreads, hz::kStreamBlocksPerSm);
+  if (vec) {
+    gather_backward_kernel<T, W><<<sh.grid, sh.block, 0, stream>>>(p, group, static_cast<int>(vecs));
+  } else {
+    gather_backward_kernel<T, 1><<<sh.grid, sh.block, 0, stream>>>(p, group, static_cast<int>(vecs));
+  }
+  detail::check_launch("gather_backward_kernel");
+}
+
+}  // namespace
+
+void gather_backward(const GatherBackwardParams& params, void* stream) {
+  check(params);
+  lighthouse::detail::dispatch(params.dtype, [&](auto t) { launch<decltype(t)>(params, detail::as_stream(stream)); });
+}
+
+}  // namespace lighthouse::cuda

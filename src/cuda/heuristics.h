@@ -1,0 +1,34 @@
+// Launch heuristics of every CUDA stage in one place: block sizes, tile
+// shapes and per-thread work. Tuned for Hopper (H100/H200); correctness does
+// not depend on any of these values.
+#pragma once
+
+#include <cstdint>
+
+namespace lighthouse::cuda::heuristics {
+
+// pool_score: threads per block; each warp stages 32 rows of one head
+// through shared memory in chunks of kPoolChunkBytes per row.
+constexpr int kPoolThreads = 256;
+constexpr int kPoolChunkBytes = 64;
+// Base positions one pool_score block covers (a power of two). Levels whose
+// blocks fit are max-reduced in shared memory; coarser ones in a follow-up
+// launch per level.
+constexpr int64_t kPoolPositions = 1024;
+// Threads of the follow-up level kernels.
+constexpr int kLevelThreads = 256;
+
+// select: threads of the per-tile block, and the dynamic shared memory the
+// tile workspace may take before it moves to global memory.
+constexpr int kSelectThreads = 512;
+constexpr int64_t kSelectMaxSharedBytes = 160 * 1024;
+
+// Element-wise stages (gather, scatter, scatter_backward, gather_backward):
+// threads per block, and blocks per multiprocessor of the grid-stride loop.
+constexpr int kStreamThreads = 256;
+constexpr int kStreamBlocksPerSm = 8;
+// scatter and gather_backward: pyramid levels whose loads one thread issues
+// together (registers: kScatterLevelGroup rows of 16 bytes).
+constexpr int kScatterLevelGroup = 4;
+
+}  // namespace lighthouse::cuda::heuristics

@@ -1,0 +1,292 @@
+// CUDA pool_score: one pass over the base q and k. A block covers
+// kPoolPositions positions of one (batch, KV head); each warp stages 32 rows
+// of one head through shared memory with coalesced 16-byte loads, each lane
+// then sums its row's squares in ascending d (no FMA, as the CPU does). The
+// levels whose blocks fit in the chunk are max-reduced in shared memory, the
+// coarser ones by one small launch per level, each from the level below, in
+// the CPU's order (first child, then max_keep over the rest). On request the
+// same pass also reads v and writes the pooled level-L q, k, v from the staged
+// rows (a separate launch does it when rows are unaligned or a coarsest block
+// is longer than a warp's 32 rows).
+#include <string>
+
+#include "common.cuh"
+#include "heuristics.h"
+#include "lighthouse/checks.h"
+#include "lighthouse/cuda.h"
+
+namespace lighthouse::cuda {
+namespace {
+
+namespace hz = heuristics;
+using detail::check_launch;
+
+constexpr int kWarps = hz::kPoolThreads / 32;
+constexpr int kStagePitch = hz::kPoolChunkBytes + 16;  // +16 bytes: conflict-free 16-byte row reads
+static_assert(hz::kPoolChunkBytes % 16 == 0, "chunks are whole 16-byte vectors");
+static_assert((hz::kPoolPositions & (hz::kPoolPositions - 1)) == 0, "chunk must be a power of two");
+
+// The calling lane's row norm (sqrt of the sum of squares in ascending d, no
+// FMA, as the CPU does) over rows [t0, t0 + rows) of `head` (rows <= 32),
+// which the warp stages together. W > 1 uses 16-byte loads and requires
+// dim % W == 0 and aligned rows. With `pooled` set (W > 1 only), the warp
+// also writes the mean of each whole `block` of rows among the first
+// pool_rows (t0 and pool_rows multiples of block <= 32) to
+// pooled[b, t0 / block + i, head]: fp32 sums in ascending positions times the
+// exact reciprocal, as gather computes them.
+template <typename T, int W>
+__device__ float warp_rows(const void* base, const Strides& st, int64_t b, int64_t t0, int rows, int64_t head,
+                           int64_t dim, unsigned char* stage, bool norm, void* pooled, const Strides& ps,
+                           int block, int pool_rows) {
+  const int lane = threadIdx.x & 31;
+  float acc = 0.0f;
+  if constexpr (W == 1) {
+    if (norm && lane < rows) {
+      const int64_t o = lighthouse::detail::at(st, b, t0 + lane, head);
+      for (int64_t d = 0; d < dim; ++d) {
+        const float x = lighthouse::detail::load<T>(base, o + d);
+        acc = __fadd_rn(acc, __fmul_rn(x, x));
+      }
+    }
+  } else {
+    constexpr int kChunk = hz::kPoolChunkBytes / static_cast<int>(sizeof(T));
+    const float inv = pooled != nullptr ? 1.0f / static_cast<float>(block) : 0.0f;  // exact: a power of two
+    for (int64_t d0 = 0; d0 < dim; d0 += kChunk) {
+      const int elems = static_cast<int>(dim - d0 < kChunk ? dim - d0 : kChunk);
+      const int per_row = elems / W;
+      for (int q = lane; q < rows * per_row; q += 32) {
+        const int r = q / per_row, c = q % per_row;
+        const T* src = static_cast<const T*>(base) + lighthouse::detail::at(st, b, t0 + r, head) + d0 + c * W;
+        *reinterpret_cast<uint4*>(stage + r * kStagePitch + c * 16) = *reinterpret_cast<const uint4*>(src);
+      }
+      __syncwarp();
+      if (norm && lane < rows) {
+        for (int c = 0; c < per_row; ++c) {
+          float x[W];
+          detail::load_row<T, W>(stage + lane * kStagePitch, c * W, x);
+#pragma unroll
+          for (int j = 0; j < W; ++j) acc = __fadd_rn(acc, __fmul_rn(x[j], x[j]));
+        }
+      }
+      if (pooled != nullptr) {
+        for (int q = lane; q < (pool_rows / block) * elems; q += 32) {
+          const int blk = q / elems, e = q % elems;
+          float sum = 0.0f;
+          for (int r = blk * block; r < (blk + 1) * block; ++r)
+            sum = __fadd_rn(sum, lighthouse::detail::load<T>(stage + r * kStagePitch, e));
+          lighthouse::detail::store<T>(pooled, lighthouse::detail::at(ps, b, t0 / block + blk, head) + d0 + e,
+                                       __fmul_rn(sum, inv));
+        }
+      }
+      __syncwarp();
+    }
+  }
+  return sqrtf(acc);
+}
+
+struct PoolArgs {
+  Geometry geo;
+  int64_t batch, kv_heads, group, dim;
+  const void* q;
+  Strides qs;
+  const void* k;
+  Strides ks;
+  const void* v;
+  Strides vs;
+  const float* base_qk;
+  const float* base_kq;
+  float* scores_qk;
+  float* scores_kq;
+  void* pooled_q;  // nullptr unless the pooled level-L tensors are made in this pass
+  void* pooled_k;
+  void* pooled_v;
+  Strides pqs, pks, pvs;
+  int64_t chunks;    // chunks per (batch, KV head)
+  int fused_levels;  // levels 2..fused_levels are reduced in the block
+};
+
+template <typename T, int W>
+__global__ void __launch_bounds__(hz::kPoolThreads) pool_base_kernel(PoolArgs a) {
+  constexpr int64_t Q = hz::kPoolPositions;
+  __shared__ __align__(16) unsigned char stage[kWarps][32 * kStagePitch];
+  __shared__ float buf_qk[2][Q], buf_kq[2][Q];
+  const Geometry& g = a.geo;
+  const int64_t bg = blockIdx.x / a.chunks, chunk = blockIdx.x % a.chunks;
+  const int64_t b = bg / a.kv_heads, kvh = bg % a.kv_heads;
+  const int64_t p0 = chunk * Q;
+  const int64_t p1 = p0 + Q < g.seq_len ? p0 + Q : g.seq_len;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float* out_qk = a.scores_qk + bg * g.pyramid_len;
+  float* out_kq = a.scores_kq + bg * g.pyramid_len;
+
+  const bool pool = a.pooled_q != nullptr;
+  const int c_l = static_cast<int>(pool ? g.block(g.levels) : 1);
+  const int64_t whole = g.coarsest() * g.block(g.levels);  // positions in whole coarsest blocks
+  for (int64_t t0 = p0 + warp * 32; t0 < p1; t0 += kWarps * 32) {
+    const int rows = static_cast<int>(p1 - t0 < 32 ? p1 - t0 : 32);
+    const int pool_rows = static_cast<int>(whole - t0 < 0 ? 0 : (whole - t0 < rows ? whole - t0 : rows));
+    const int64_t t = t0 + lane;
+    float qk = 0.0f, kq = 0.0f;
+    if (a.base_qk == nullptr || pool) {
+      for (int64_t h = 0; h < a.group; ++h) {
+        const float n = warp_rows<T, W>(a.q, a.qs, b, t0, rows, kvh * a.group + h, a.dim, stage[warp],
+                                        a.base_qk == nullptr, a.pooled_q, a.pqs, c_l, pool_rows);
+        qk = h == 0 ? n : lighthouse::detail::max_keep(qk, n);
+      }
+    }
+    if (a.base_kq == nullptr || pool)
+      kq = warp_rows<T, W>(a.k, a.ks, b, t0, rows, kvh, a.dim, stage[warp], a.base_kq == nullptr, a.pooled_k, a.pks,
+                           c_l, pool_rows);
+    if (pool)
+      warp_rows<T, W>(a.v, a.vs, b, t0, rows, kvh, a.dim, stage[warp], false, a.pooled_v, a.pvs, c_l, pool_rows);
+    if (a.base_qk != nullptr) qk = lane < rows ? a.base_qk[bg * g.seq_len + t] : 0.0f;
+    if (a.base_kq != nullptr) kq = lane < rows ? a.base_kq[bg * g.seq_len + t] : 0.0f;
+    if (lane < rows) {
+      buf_qk[0][t - p0] = qk;
+      buf_kq[0][t - p0] = kq;
+      out_qk[t] = qk;
+      out_kq[t] = kq;
+    }
+  }
+  __syncthreads();
+
+  const int p = g.pooling;
+  for (int l = 2; l <= a.fused_levels; ++l) {
+    const int src = l & 1, dst = src ^ 1;  // level 1 sits in buffer 0
+    const int64_t c = g.block(l);
+    const int64_t first = p0 / c, count = p1 / c - first;
+    for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
+      float mq = buf_qk[src][e * p], mk = buf_kq[src][e * p];
+      for (int r = 1; r < p; ++r) {
+        mq = lighthouse::detail::max_keep(mq, buf_qk[src][e * p + r]);
+        mk = lighthouse::detail::max_keep(mk, buf_kq[src][e * p + r]);
+      }
+      buf_qk[dst][e] = mq;
+      buf_kq[dst][e] = mk;
+      out_qk[g.offset(l) + first + e] = mq;
+      out_kq[g.offset(l) + first + e] = mk;
+    }
+    __syncthreads();
+  }
+}
+
+// Level l from level l - 1 in global memory, for levels coarser than a chunk.
+__global__ void __launch_bounds__(hz::kLevelThreads) pool_level_kernel(Geometry g, int l, int64_t heads,
+                                                                         float* scores_qk, float* scores_kq) {
+  const int64_t n = g.size(l), items = heads * n;
+  const int p = g.pooling;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < items; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t bg = i / n, e = i % n;
+    float* const sides[2] = {scores_qk, scores_kq};
+    for (float* s : sides) {
+      const float* child = s + bg * g.pyramid_len + g.offset(l - 1) + e * p;
+      float m = child[0];
+      for (int r = 1; r < p; ++r) m = lighthouse::detail::max_keep(m, child[r]);
+      s[bg * g.pyramid_len + g.offset(l) + e] = m;
+    }
+  }
+}
+
+// The pooled level-L tensors when the base pass cannot make them (unaligned
+// rows, or coarsest blocks longer than a warp's 32 rows): one thread owns W
+// elements of one pooled row; the x-threads of a block cover the H + 2 Hkv
+// rows of one coarsest entry. Grid: y over batch, x over entries.
+template <typename T, int W>
+__global__ void __launch_bounds__(hz::kStreamThreads) pool_coarse_kernel(PoolScoreParams p, int64_t group, int vecs) {
+  const Geometry& g = p.geo;
+  const int64_t H = p.dims.heads, kvn = p.dims.kv_heads, c = g.block(g.levels);
+  const int row_len = static_cast<int>(H + 2 * kvn) * vecs;
+  for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
+    const int64_t r = inner / vecs, col = int64_t{inner % vecs} * W;
+    const int which = r < H ? 0 : (r < H + kvn ? 1 : 2);
+    const int64_t head = which == 0 ? r : (which == 1 ? r - H : r - H - kvn);
+    const void* src = which == 0 ? p.q : (which == 1 ? p.k : p.v);
+    const Strides ss = which == 0 ? p.q_strides : (which == 1 ? p.k_strides : p.v_strides);
+    void* dst = which == 0 ? p.pooled_q : (which == 1 ? p.pooled_k : p.pooled_v);
+    const Strides ds = which == 0 ? p.pooled_q_strides : (which == 1 ? p.pooled_k_strides : p.pooled_v_strides);
+    for (int64_t b = blockIdx.y; b < p.dims.batch; b += gridDim.y) {
+      for (int64_t i = blockIdx.x * int64_t{blockDim.y} + threadIdx.y; i < g.coarsest();
+           i += int64_t{gridDim.x} * blockDim.y) {
+        const T* row = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, i * c, head) + col;
+        float acc[W];
+#pragma unroll
+        for (int j = 0; j < W; ++j) acc[j] = 0.0f;
+#pragma unroll 4
+        for (int64_t t = 0; t < c; ++t) {
+          float x[W];
+          detail::load_row<T, W>(row, t * ss.seq, x);
+#pragma unroll
+          for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], x[j]);
+        }
+        const float inv = 1.0f / static_cast<float>(c);  // exact: c is a power of two
+#pragma unroll
+        for (int j = 0; j < W; ++j) acc[j] = __fmul_rn(acc[j], inv);
+        detail::store_row<T, W>(dst, lighthouse::detail::at(ds, b, i, head) + col, acc);
+      }
+    }
+  }
+}
+
+template <typename T>
+void launch(const PoolScoreParams& params, cudaStream_t stream) {
+  const Dims& d = params.dims;
+  const Geometry& g = params.geo;
+  const bool pooled = params.pooled_q != nullptr;
+  constexpr int W = detail::vec_width<T>();
+  bool vec = d.head_dim % W == 0;
+  if (params.base_qk == nullptr || pooled)
+    vec = vec && detail::aligned16(params.q) && detail::strides_multiple(params.q_strides, W);
+  if (params.base_kq == nullptr || pooled)
+    vec = vec && detail::aligned16(params.k) && detail::strides_multiple(params.k_strides, W);
+  if (pooled) vec = vec && detail::aligned16(params.v) && detail::strides_multiple(params.v_strides, W);
+  // The base pass makes the pooled tensors when its warps' 32-row batches hold whole coarsest blocks.
+  const bool fused_pool = pooled && vec && g.block(g.levels) <= 32;
+
+  PoolArgs a{g, d.batch, d.kv_heads, d.heads / d.kv_heads, d.head_dim, params.q, params.q_strides, params.k,
+             params.k_strides, params.v, params.v_strides, params.base_qk, params.base_kq, params.scores_qk,
+             params.scores_kq, fused_pool ? params.pooled_q : nullptr, fused_pool ? params.pooled_k : nullptr,
+             fused_pool ? params.pooled_v : nullptr, params.pooled_q_strides, params.pooled_k_strides,
+             params.pooled_v_strides, (d.seq_len + hz::kPoolPositions - 1) / hz::kPoolPositions, 1};
+  while (a.fused_levels < g.levels && g.block(a.fused_levels + 1) <= hz::kPoolPositions) ++a.fused_levels;
+
+  const int64_t blocks = d.batch * d.kv_heads * a.chunks;
+  if (blocks > 0x7fffffff) fail("pool_score blocks", "at most 2^31 - 1", blocks);
+  if (vec) {
+    pool_base_kernel<T, W><<<static_cast<unsigned>(blocks), hz::kPoolThreads, 0, stream>>>(a);
+  } else {
+    pool_base_kernel<T, 1><<<static_cast<unsigned>(blocks), hz::kPoolThreads, 0, stream>>>(a);
+  }
+  detail::check_launch("pool_base_kernel");
+  for (int l = a.fused_levels + 1; l <= g.levels; ++l) {
+    const int64_t items = d.batch * d.kv_heads * g.size(l);
+    pool_level_kernel<<<detail::grid_for(items, hz::kLevelThreads, hz::kStreamBlocksPerSm), hz::kLevelThreads, 0,
+                        stream>>>(g, l, d.batch * d.kv_heads, params.scores_qk, params.scores_kq);
+    check_launch("pool_level_kernel");
+  }
+  if (pooled && !fused_pool) {
+    const bool out_vec = vec && detail::aligned16(params.pooled_q) && detail::aligned16(params.pooled_k) &&
+                         detail::aligned16(params.pooled_v) && detail::strides_multiple(params.pooled_q_strides, W) &&
+                         detail::strides_multiple(params.pooled_k_strides, W) &&
+                         detail::strides_multiple(params.pooled_v_strides, W);
+    const int64_t vecs = out_vec ? d.head_dim / W : d.head_dim;
+    const int64_t row_len = (d.heads + 2 * d.kv_heads) * vecs;
+    if (row_len > 0x7fffffff) fail("(heads + 2 * kv_heads) * head_dim", "below 2^31", row_len);
+    const detail::StreamShape sh =
+        detail::stream_shape(row_len, d.batch, g.coarsest(), hz::kStreamThreads, hz::kStreamBlocksPerSm);
+    if (out_vec) {
+      pool_coarse_kernel<T, W><<<sh.grid, sh.block, 0, stream>>>(params, d.heads / d.kv_heads, static_cast<int>(vecs));
+    } else {
+      pool_coarse_kernel<T, 1><<<sh.grid, sh.block, 0, stream>>>(params, d.heads / d.kv_heads, static_cast<int>(vecs));
+    }
+    check_launch("pool_coarse_kernel");
+  }
+}
+
+}  // namespace
+
+void pool_score(const PoolScoreParams& params, void* stream) {
+  check(params);
+  lighthouse::detail::dispatch(params.dtype, [&](auto t) { launch<decltype(t)>(params, detail::as_stream(stream)); });
+}
+
+}  // namespace lighthouse::cuda

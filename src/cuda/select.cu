@@ -1,0 +1,316 @@
+// CUDA select: one block per (batch, KV head, tile). Each level's top h by
+// the query-side score, then the top h of the rest by the key-side score, is
+// an exact radix select on 64-bit keys (score_key << 32 | ~index), so ties go
+// to the lower index as on the CPU. No sort is needed for the causal order:
+// a kept entry's rank equals the number of kept entries in the subtrees
+// before it (a selected entry follows its descendants), so the subtree sizes
+// are summed bottom-up and the ranks handed down level by level.
+//
+// The tile workspace (candidates, ranks and subtree sizes of the finer
+// levels) lives in shared memory when it fits, else in a global buffer.
+// Level-L candidates are read straight from the scores, so the tile's
+// coarsest-entry count C has no size limit.
+#include <algorithm>
+
+#include "common.cuh"
+#include "heuristics.h"
+#include "lighthouse/checks.h"
+#include "lighthouse/cuda.h"
+
+namespace lighthouse::cuda {
+namespace {
+
+namespace hz = heuristics;
+using lighthouse::detail::score_key;
+
+struct SelectArgs {
+  Geometry geo;
+  const float* scores_qk;
+  const float* scores_kq;
+  int32_t* indices;
+  int32_t* slots;
+  int* workspace;        // global tile workspaces, or nullptr: dynamic shared memory
+  int64_t workspace_ints;  // ints per tile
+};
+
+// Larger key = ranks first; equal scores order by the lower index.
+__device__ __forceinline__ uint64_t rank_key(float score, int64_t index) {
+  return (static_cast<uint64_t>(score_key(score)) << 32) | (0xffffffffu - static_cast<uint32_t>(index));
+}
+
+struct RadixShared {
+  unsigned hist[256];
+  unsigned digit, above, count;
+};
+
+// The threshold K such that exactly `need` of the n candidates have a valid
+// key >= K (keys are unique, need <= number of valid keys). key_of(j, &key)
+// returns false for excluded candidates. Every thread of the block calls it.
+template <typename KeyOf>
+__device__ uint64_t radix_threshold(int64_t n, unsigned need, KeyOf key_of, RadixShared& rs) {
+  uint64_t prefix = 0, mask = 0;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) rs.hist[i] = 0;
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+      uint64_t key;
+      if (key_of(j, &key) && (key & mask) == prefix) atomicAdd(&rs.hist[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      // Lane i owns bins 255 - 8i down to 248 - 8i; find the bin where the
+      // count from the top reaches `need`.
+      const int lane = threadIdx.x;
+      unsigned sum = 0;
+      for (int i = 0; i < 8; ++i) sum += rs.hist[255 - 8 * lane - i];
+      unsigned incl = sum;
+      for (int d = 1; d < 32; d <<= 1) {
+        const unsigned y = __shfl_up_sync(0xffffffffu, incl, d);
+        if (lane >= d) incl += y;
+      }
+      unsigned above = incl - sum;
+      if (above < need && need <= incl) {
+        for (int i = 0; i < 8; ++i) {
+          const unsigned bin = 255 - 8 * lane - i;
+          if (above + rs.hist[bin] >= need) {
+            rs.digit = bin;
+            rs.above = above;
+            rs.count = rs.hist[bin];
+            break;
+          }
+          above += rs.hist[bin];
+        }
+      }
+    }
+    __syncthreads();
+    need -= rs.above;
+    prefix |= static_cast<uint64_t>(rs.digit) << shift;
+    mask |= uint64_t{255} << shift;
+    const bool done = rs.count == need;
+    __syncthreads();
+    if (done) break;
+  }
+  return prefix;
+}
+
+// Workspace of one tile, in ints. Levels 1..L-1 each hold MP = m * p
+// candidates (children of the level above's m selected entries, ascending),
+// the rank of each among the level's selected entries (-1: not selected) and
+// its subtree size.
+struct TileSpace {
+  int* base;
+  int64_t mp;
+  int m;
+  __device__ int* cand(int l) const { return base + (l - 1) * 3 * mp; }
+  __device__ int* rank(int l) const { return base + (l - 1) * 3 * mp + mp; }
+  __device__ int* sub(int l) const { return base + (l - 1) * 3 * mp + 2 * mp; }
+  __device__ int* tail(int levels, int which) const { return base + (levels - 1) * 3 * mp + which * m; }
+};
+
+int64_t tile_space_ints(const Geometry& g) {
+  const int64_t mp = int64_t{g.tile_budget} * g.pooling;
+  return (g.levels - 1) * 3 * mp + 5 * int64_t{g.tile_budget};
+}
+
+__global__ void __launch_bounds__(hz::kSelectThreads) select_kernel(SelectArgs a) {
+  extern __shared__ int dynamic_space[];
+  __shared__ RadixShared rs;
+  __shared__ int64_t scan_scratch[33];
+  const Geometry& g = a.geo;
+  const int64_t item = blockIdx.x;
+  const int64_t bg = item / g.tiles, tile = item % g.tiles;
+  const int L = g.levels, p = g.pooling, m = g.tile_budget;
+  const unsigned h = static_cast<unsigned>(m / 2);
+  const int64_t mp = int64_t{m} * p;
+  const TileSpace ws{a.workspace != nullptr ? a.workspace + item * a.workspace_ints : dynamic_space, mp, m};
+  int* sel_l = ws.tail(L, 0);    // level-L selected entries (local indices, ascending)
+  int* sub_l = ws.tail(L, 1);    // their subtree sizes
+  int* pref_a = ws.tail(L, 2);   // first rank of each selected entry's subtree (ping)
+  int* pref_b = ws.tail(L, 3);   // (pong)
+  int* sel_tmp = ws.tail(L, 4);  // selected entries of the current finer level
+
+  const float* qk = a.scores_qk + bg * g.pyramid_len;
+  const float* kq = a.scores_kq + bg * g.pyramid_len;
+  const int64_t tb = g.tile_begin(tile), count_l = g.tile_begin(tile + 1) - tb;
+  const int64_t off_l = g.offset(L);
+
+  // Level L: candidates are the tile's coarsest entries tb + j.
+  const uint64_t thr_qk_l = radix_threshold(
+      count_l, h, [&](int64_t j, uint64_t* key) { *key = rank_key(qk[off_l + tb + j], tb + j); return true; }, rs);
+  const uint64_t thr_kq_l = radix_threshold(
+      count_l, h,
+      [&](int64_t j, uint64_t* key) {
+        if (rank_key(qk[off_l + tb + j], tb + j) >= thr_qk_l) return false;
+        *key = rank_key(kq[off_l + tb + j], tb + j);
+        return true;
+      },
+      rs);
+  auto selected_l = [&](int64_t j) {
+    const int64_t i = tb + j;
+    return rank_key(qk[off_l + i], i) >= thr_qk_l || rank_key(kq[off_l + i], i) >= thr_kq_l;
+  };
+  {
+    int64_t done = 0, total = 0;
+    for (int64_t j0 = 0; j0 < count_l; j0 += blockDim.x) {
+      const int64_t j = j0 + threadIdx.x;
+      const bool flag = j < count_l && selected_l(j);
+      const int64_t incl = detail::block_inclusive_scan(flag ? 1 : 0, scan_scratch, &total);
+      if (flag) sel_l[done + incl - 1] = static_cast<int>(tb + j);
+      done += total;
+    }
+  }
+  __syncthreads();
+
+  // Levels L-1 .. 1: candidates are the children of the level above's
+  // selected entries; levels >= 2 select again.
+  const int* parents = sel_l;
+  for (int l = L - 1; l >= 1; --l) {
+    int* cand = ws.cand(l);
+    for (int64_t k = threadIdx.x; k < mp; k += blockDim.x) cand[k] = parents[k / p] * p + static_cast<int>(k % p);
+    __syncthreads();
+    if (l == 1) break;
+    const int64_t off = g.offset(l);
+    const uint64_t thr_qk = radix_threshold(
+        mp, h, [&](int64_t k, uint64_t* key) { *key = rank_key(qk[off + cand[k]], cand[k]); return true; }, rs);
+    const uint64_t thr_kq = radix_threshold(
+        mp, h,
+        [&](int64_t k, uint64_t* key) {
+          if (rank_key(qk[off + cand[k]], cand[k]) >= thr_qk) return false;
+          *key = rank_key(kq[off + cand[k]], cand[k]);
+          return true;
+        },
+        rs);
+    int* rank = ws.rank(l);
+    int64_t done = 0, total = 0;
+    for (int64_t k0 = 0; k0 < mp; k0 += blockDim.x) {
+      const int64_t k = k0 + threadIdx.x;
+      const bool flag = k < mp && (rank_key(qk[off + cand[k]], cand[k]) >= thr_qk ||
+                                   rank_key(kq[off + cand[k]], cand[k]) >= thr_kq);
+      const int64_t incl = detail::block_inclusive_scan(flag ? 1 : 0, scan_scratch, &total);
+      if (k < mp) {
+        rank[k] = flag ? static_cast<int>(done + incl - 1) : -1;
+        if (flag) sel_tmp[done + incl - 1] = cand[k];
+      }
+      done += total;
+    }
+    __syncthreads();
+    parents = sel_tmp;
+  }
+
+  // Subtree sizes, bottom-up: 1 for an entry kept alone, 1 + its children's
+  // for a selected one.
+  for (int64_t k = threadIdx.x; k < mp; k += blockDim.x) ws.sub(1)[k] = 1;
+  __syncthreads();
+  for (int l = 2; l <= L; ++l) {
+    const int64_t n = l < L ? mp : m;
+    const int* child_sub = ws.sub(l - 1);
+    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+      const int r = l < L ? ws.rank(l)[k] : static_cast<int>(k);
+      int size = 1;
+      if (r >= 0)
+        for (int c = 0; c < p; ++c) size += child_sub[int64_t{r} * p + c];
+      (l < L ? ws.sub(l) : sub_l)[k] = size;
+    }
+    __syncthreads();
+  }
+
+  // Ranks, top-down. An entry's subtree starts after every subtree before it;
+  // a selected entry sits at the end of its own subtree.
+  const int64_t tile_off = g.tile_kept_offset(tile);
+  int32_t* out = a.indices + bg * g.kept + tile_off;
+  int32_t* slots = a.slots + bg * g.pyramid_len;
+  {
+    int64_t ranks_done = 0, prefix_done = 0, total = 0;
+    for (int64_t j0 = 0; j0 < count_l; j0 += blockDim.x) {
+      const int64_t j = j0 + threadIdx.x;
+      const bool valid = j < count_l;
+      const bool flag = valid && selected_l(j);
+      const int64_t r = ranks_done + detail::block_inclusive_scan(flag ? 1 : 0, scan_scratch, &total) - 1;
+      ranks_done += total;
+      const int64_t size = valid ? (flag ? sub_l[r] : 1) : 0;
+      const int64_t first = prefix_done + detail::block_inclusive_scan(size, scan_scratch, &total) - size;
+      prefix_done += total;
+      if (valid) {
+        const int64_t pos = first + size - 1;
+        out[pos] = static_cast<int32_t>(off_l + tb + j);
+        slots[off_l + tb + j] = static_cast<int32_t>(tile_off + pos);
+        if (flag) pref_a[r] = static_cast<int>(first);
+      }
+    }
+  }
+  __syncthreads();
+  int* parent_first = pref_a;
+  int* child_first = pref_b;
+  for (int l = L - 1; l >= 1; --l) {
+    const int* cand = ws.cand(l);
+    const int* sub = ws.sub(l);
+    const int64_t off = g.offset(l);
+    for (int64_t k = threadIdx.x; k < mp; k += blockDim.x) {
+      const int64_t r = k / p;
+      int64_t first = parent_first[r];
+      for (int64_t c = r * p; c < k; ++c) first += sub[c];
+      const int rank = l >= 2 ? ws.rank(l)[k] : -1;
+      const int64_t pos = first + sub[k] - 1;
+      out[pos] = static_cast<int32_t>(off + cand[k]);
+      slots[off + cand[k]] = static_cast<int32_t>(tile_off + pos);
+      if (rank >= 0) child_first[rank] = static_cast<int>(first);
+    }
+    __syncthreads();
+    int* swap = parent_first;
+    parent_first = child_first;
+    child_first = swap;
+  }
+
+  // Tail tokens past the last whole coarsest block, as level-1 entries.
+  if (tile == g.tiles - 1) {
+    const int64_t first = g.kept - g.tail, t0 = g.tail_begin();
+    for (int64_t t = t0 + threadIdx.x; t < g.seq_len; t += blockDim.x) {
+      a.indices[bg * g.kept + first + (t - t0)] = static_cast<int32_t>(t);
+      slots[t] = static_cast<int32_t>(first + (t - t0));
+    }
+  }
+}
+
+}  // namespace
+
+void select(const SelectParams& params, void* stream_ptr) {
+  check(params);
+  const cudaStream_t stream = detail::as_stream(stream_ptr);
+  const Geometry& g = params.geo;
+  const int64_t heads = params.dims.batch * params.dims.kv_heads;
+  const int64_t blocks = heads * g.tiles;
+  if (blocks > 0x7fffffff) fail("select blocks (batch * kv_heads * tiles)", "at most 2^31 - 1", blocks);
+
+  SelectArgs a{g, params.scores_qk, params.scores_kq, params.indices, params.slots, nullptr, tile_space_ints(g)};
+  detail::check_cuda(cudaMemsetAsync(params.slots, 0xff, sizeof(int32_t) * heads * g.pyramid_len, stream),
+                     "cudaMemsetAsync(slots)");
+
+  int device = 0, optin = 0;
+  detail::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  detail::check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+                     "cudaDeviceGetAttribute");
+  cudaFuncAttributes attrs{};
+  detail::check_cuda(cudaFuncGetAttributes(&attrs, select_kernel), "cudaFuncGetAttributes(select_kernel)");
+  const int64_t shared_limit = std::min<int64_t>(hz::kSelectMaxSharedBytes, optin - static_cast<int64_t>(attrs.sharedSizeBytes));
+  const int64_t space_bytes = a.workspace_ints * int64_t{sizeof(int)};
+
+  if (space_bytes <= shared_limit) {
+    if (space_bytes > 48 * 1024)
+      detail::check_cuda(cudaFuncSetAttribute(select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              static_cast<int>(space_bytes)),
+                         "cudaFuncSetAttribute(select_kernel)");
+    select_kernel<<<static_cast<unsigned>(blocks), hz::kSelectThreads, static_cast<size_t>(space_bytes), stream>>>(a);
+    detail::check_launch("select_kernel");
+    return;
+  }
+  void* space = nullptr;
+  detail::check_cuda(cudaMallocAsync(&space, static_cast<size_t>(space_bytes * blocks), stream),
+                     "cudaMallocAsync(select workspace)");
+  a.workspace = static_cast<int*>(space);
+  select_kernel<<<static_cast<unsigned>(blocks), hz::kSelectThreads, 0, stream>>>(a);
+  const cudaError_t launch = cudaGetLastError();
+  detail::check_cuda(cudaFreeAsync(space, stream), "cudaFreeAsync(select workspace)");
+  detail::check_cuda(launch, "select_kernel");
+}
+
+}  // namespace lighthouse::cuda
