@@ -1,0 +1,264 @@
+"""The Lighthouse stages as PyTorch operators.
+
+Each function calls torch.ops.lighthouse.<stage> (CPU and CUDA kernels in the compiled library). This module
+also registers, for every operator, a fake kernel (shapes only, for torch.compile and meta tensors) and the
+autograd rules: gather and scatter are differentiable (their backwards are gather_backward and
+scatter_backward, and the other way round, so double backward works too); pool_score and select produce
+gradient-free outputs.
+
+Layouts: q is [B, N, H, D], k and v are [B, N, Hkv, D] (H % Hkv == 0, unit-stride last dimension, any other
+strides). Scores and slots are [B, Hkv, P] with P the pyramid length, indices [B, Hkv, S] with S the kept
+entries. gather returns [B, H|Hkv, S, D] views of [B, S, H|Hkv, D] memory, the layout fused SDPA kernels read
+without a copy; scatter accepts o_sel with any strides (unit-stride last dimension).
+"""
+
+import torch
+
+from . import _geometry
+
+_OPS = torch.ops.lighthouse
+
+
+def pool_score(q, k, *, levels, pooling, topk, tile_budget=128, base_qk=None, base_kq=None):
+    """Pyramid scores per KV head: (scores_qk, scores_kq), each [B, Hkv, P] float32.
+
+    The base score of a position is ||q|| maxed over the KV head's query heads (query side) and ||k|| (key
+    side), unless base_qk / base_kq ([B, Hkv, N] float32) are given; a coarser entry scores the max of its
+    block's base scores. The outputs carry no gradient.
+    """
+    return _OPS.pool_score(q, k, base_qk, base_kq, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget)
+
+
+def select(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_budget=128):
+    """Chunked coarse-to-fine top-k: (indices [B, Hkv, S] int32 in causal order, slots [B, Hkv, P] int32).
+
+    slots maps a pyramid entry to its position in indices, or -1 when the entry is not kept.
+    """
+    return _OPS.select(scores_qk, scores_kq, seq_len, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget)
+
+
+def gather(q, k, v, indices, *, levels, pooling, topk, tile_budget=128):
+    """Pooled q, k, v at the selected entries: (q_sel [B, H, S, D], k_sel [B, Hkv, S, D], v_sel [B, Hkv, S, D])."""
+    return _OPS.gather(q, k, v, indices, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget)
+
+
+def scatter(o_sel, slots, seq_len, *, levels, pooling, topk, tile_budget=128):
+    """Expands the attention output of the kept entries back to [B, N, H, D] (sum over levels, zero elsewhere)."""
+    return _OPS.scatter(o_sel, slots, seq_len, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget)
+
+
+def scatter_backward(grad_out, indices, *, levels, pooling, topk, tile_budget=128):
+    """Gradient of scatter: grad_o_sel [B, H, S, D], each entry summing grad_out over its scatter window."""
+    return _OPS.scatter_backward(grad_out, indices, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget)
+
+
+def gather_backward(grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len, *, levels, pooling, topk, tile_budget=128):
+    """Gradient of gather: (grad_q [B, N, H, D], grad_k [B, N, Hkv, D], grad_v [B, N, Hkv, D])."""
+    return _OPS.gather_backward(
+        grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len, levels=levels, pooling=pooling, topk=topk,
+        tile_budget=tile_budget,
+    )
+
+
+# Fake kernels: output shapes and strides equal to the real kernels', plus the checks those shapes rely on.
+
+
+def _fail(argument, expected, actual):
+    raise ValueError(f"lighthouse: {argument}: expected {expected}, got {actual}")
+
+
+def _check_devices(tensors):
+    (ref_name, ref), *rest = tensors
+    for name, t in rest:
+        if t is not None and t.device != ref.device:
+            _fail(f"{name}.device", f"the device of {ref_name} ({ref.device})", t.device)
+
+
+def _check_rank(t, rank, name, layout):
+    if t.dim() != rank:
+        _fail(name, f"{rank} dimensions {layout}", f"{t.dim()} dimensions {list(t.shape)}")
+
+
+def _empty_bhsd(like, batch, heads, kept, head_dim):
+    return like.new_empty((batch, kept, heads, head_dim)).transpose(1, 2)
+
+
+@torch.library.register_fake("lighthouse::pool_score")
+def _pool_score_fake(q, k, base_qk=None, base_kq=None, *, levels, pooling, topk, tile_budget=128):
+    _check_devices([("q", q), ("k", k), ("base_qk", base_qk), ("base_kq", base_kq)])
+    _check_rank(q, 4, "q", "[batch, seq_len, heads, head_dim]")
+    _check_rank(k, 4, "k", "[batch, seq_len, kv_heads, head_dim]")
+    batch, seq_len, _, _ = q.shape
+    geo = _geometry.geometry(seq_len, levels, pooling, topk, tile_budget)
+    shape = (batch, k.shape[2], geo.pyramid_len)
+    return q.new_empty(shape, dtype=torch.float32), q.new_empty(shape, dtype=torch.float32)
+
+
+@torch.library.register_fake("lighthouse::select")
+def _select_fake(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_budget=128):
+    _check_devices([("scores_qk", scores_qk), ("scores_kq", scores_kq)])
+    _check_rank(scores_qk, 3, "scores_qk", "[batch, kv_heads, pyramid_len]")
+    geo = _geometry.geometry(seq_len, levels, pooling, topk, tile_budget)
+    batch, kv_heads, _ = scores_qk.shape
+    indices = scores_qk.new_empty((batch, kv_heads, geo.kept), dtype=torch.int32)
+    slots = scores_qk.new_empty((batch, kv_heads, geo.pyramid_len), dtype=torch.int32)
+    return indices, slots
+
+
+@torch.library.register_fake("lighthouse::gather")
+def _gather_fake(q, k, v, indices, *, levels, pooling, topk, tile_budget=128):
+    _check_devices([("q", q), ("k", k), ("v", v), ("indices", indices)])
+    _check_rank(q, 4, "q", "[batch, seq_len, heads, head_dim]")
+    _check_rank(k, 4, "k", "[batch, seq_len, kv_heads, head_dim]")
+    batch, seq_len, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    kept = _geometry.geometry(seq_len, levels, pooling, topk, tile_budget).kept
+    return (
+        _empty_bhsd(q, batch, heads, kept, head_dim),
+        _empty_bhsd(q, batch, kv_heads, kept, head_dim),
+        _empty_bhsd(q, batch, kv_heads, kept, head_dim),
+    )
+
+
+@torch.library.register_fake("lighthouse::scatter")
+def _scatter_fake(o_sel, slots, seq_len, *, levels, pooling, topk, tile_budget=128):
+    _check_devices([("o_sel", o_sel), ("slots", slots)])
+    _check_rank(o_sel, 4, "o_sel", "[batch, heads, kept, head_dim]")
+    _geometry.geometry(seq_len, levels, pooling, topk, tile_budget)
+    batch, heads, _, head_dim = o_sel.shape
+    return o_sel.new_empty((batch, seq_len, heads, head_dim))
+
+
+@torch.library.register_fake("lighthouse::scatter_backward")
+def _scatter_backward_fake(grad_out, indices, *, levels, pooling, topk, tile_budget=128):
+    _check_devices([("grad_out", grad_out), ("indices", indices)])
+    _check_rank(grad_out, 4, "grad_out", "[batch, seq_len, heads, head_dim]")
+    batch, seq_len, heads, head_dim = grad_out.shape
+    kept = _geometry.geometry(seq_len, levels, pooling, topk, tile_budget).kept
+    return _empty_bhsd(grad_out, batch, heads, kept, head_dim)
+
+
+@torch.library.register_fake("lighthouse::gather_backward")
+def _gather_backward_fake(grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len, *, levels, pooling, topk, tile_budget=128):
+    _check_devices([("grad_q_sel", grad_q_sel), ("grad_k_sel", grad_k_sel), ("grad_v_sel", grad_v_sel), ("slots", slots)])
+    _check_rank(grad_q_sel, 4, "grad_q_sel", "[batch, heads, kept, head_dim]")
+    _check_rank(grad_k_sel, 4, "grad_k_sel", "[batch, kv_heads, kept, head_dim]")
+    _geometry.geometry(seq_len, levels, pooling, topk, tile_budget)
+    batch, heads, _, head_dim = grad_q_sel.shape
+    kv_heads = grad_k_sel.shape[1]
+    return (
+        grad_q_sel.new_empty((batch, seq_len, heads, head_dim)),
+        grad_q_sel.new_empty((batch, seq_len, kv_heads, head_dim)),
+        grad_q_sel.new_empty((batch, seq_len, kv_heads, head_dim)),
+    )
+
+
+# Autograd. The backward ops need the inverse map of the one their forward received (gather gets indices,
+# gather_backward needs slots; scatter gets slots, scatter_backward needs indices); both are rebuilt with one
+# scatter_ of S entries, negligible next to the stages.
+
+
+def _slots_from_indices(indices, pyramid_len):
+    """slots[b, h, indices[b, h, s]] = s; -1 for entries that are not kept."""
+    slots = torch.full((*indices.shape[:2], pyramid_len), -1, dtype=torch.int32, device=indices.device)
+    positions = torch.arange(indices.shape[2], dtype=torch.int32, device=indices.device).expand(indices.shape)
+    return slots.scatter_(2, indices.long(), positions)
+
+
+def _indices_from_slots(slots, kept):
+    """indices[b, h, slots[b, h, p]] = p for kept entries. Entries with slot -1 land in a dropped extra column."""
+    target = torch.where(slots >= 0, slots, kept).long()
+    entries = torch.arange(slots.shape[2], dtype=torch.int32, device=slots.device).expand(slots.shape)
+    indices = torch.empty((*slots.shape[:2], kept + 1), dtype=torch.int32, device=slots.device)
+    return indices.scatter_(2, target, entries)[:, :, :kept].contiguous()
+
+
+def _unit_last_stride(t):
+    """A gradient the kernels can read: copied when its last dimension is strided (e.g. an expanded scalar)."""
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+
+
+def _config(keyword_only_inputs):
+    return {name: keyword_only_inputs[name] for name in ("levels", "pooling", "topk", "tile_budget")}
+
+
+def _gradient_free_setup(ctx, inputs, keyword_only_inputs, output):
+    ctx.mark_non_differentiable(*output)
+
+
+def _no_gradient(ctx, *grads):
+    return (None,) * len(ctx.needs_input_grad)
+
+
+def _pyramid_len(seq_len, config):
+    return _geometry.geometry(seq_len, **config).pyramid_len
+
+
+# gather <-> gather_backward and scatter <-> scatter_backward are adjoint linear maps, so each one's
+# backward is the other (which also makes double backward work).
+
+
+def _gather_setup(ctx, inputs, keyword_only_inputs, output):
+    q, _, _, indices = inputs
+    ctx.config = _config(keyword_only_inputs)
+    ctx.seq_len = q.shape[1]
+    ctx.save_for_backward(indices)
+
+
+def _gather_grad(ctx, grad_q_sel, grad_k_sel, grad_v_sel):
+    (indices,) = ctx.saved_tensors
+    slots = _slots_from_indices(indices, _pyramid_len(ctx.seq_len, ctx.config))
+    grads = (_unit_last_stride(g) for g in (grad_q_sel, grad_k_sel, grad_v_sel))
+    grad_q, grad_k, grad_v = _OPS.gather_backward(*grads, slots, ctx.seq_len, **ctx.config)
+    return grad_q, grad_k, grad_v, None
+
+
+def _gather_backward_setup(ctx, inputs, keyword_only_inputs, output):
+    grad_q_sel, _, _, slots, _ = inputs
+    ctx.config = _config(keyword_only_inputs)
+    ctx.kept = grad_q_sel.shape[2]
+    ctx.save_for_backward(slots)
+
+
+def _gather_backward_grad(ctx, grad_grad_q, grad_grad_k, grad_grad_v):
+    (slots,) = ctx.saved_tensors
+    indices = _indices_from_slots(slots, ctx.kept)
+    grads = (_unit_last_stride(g) for g in (grad_grad_q, grad_grad_k, grad_grad_v))
+    grad_q_sel, grad_k_sel, grad_v_sel = _OPS.gather(*grads, indices, **ctx.config)
+    return grad_q_sel, grad_k_sel, grad_v_sel, None, None
+
+
+def _scatter_setup(ctx, inputs, keyword_only_inputs, output):
+    o_sel, slots, _ = inputs
+    ctx.config = _config(keyword_only_inputs)
+    ctx.kept = o_sel.shape[2]
+    ctx.save_for_backward(slots)
+
+
+def _scatter_grad(ctx, grad_out):
+    (slots,) = ctx.saved_tensors
+    indices = _indices_from_slots(slots, ctx.kept)
+    return _OPS.scatter_backward(_unit_last_stride(grad_out), indices, **ctx.config), None, None
+
+
+def _scatter_backward_setup(ctx, inputs, keyword_only_inputs, output):
+    grad_out, indices = inputs
+    ctx.config = _config(keyword_only_inputs)
+    ctx.seq_len = grad_out.shape[1]
+    ctx.save_for_backward(indices)
+
+
+def _scatter_backward_grad(ctx, grad_grad_o_sel):
+    (indices,) = ctx.saved_tensors
+    slots = _slots_from_indices(indices, _pyramid_len(ctx.seq_len, ctx.config))
+    return _OPS.scatter(_unit_last_stride(grad_grad_o_sel), slots, ctx.seq_len, **ctx.config), None
+
+
+torch.library.register_autograd("lighthouse::pool_score", _no_gradient, setup_context=_gradient_free_setup)
+torch.library.register_autograd("lighthouse::select", _no_gradient, setup_context=_gradient_free_setup)
+torch.library.register_autograd("lighthouse::gather", _gather_grad, setup_context=_gather_setup)
+torch.library.register_autograd("lighthouse::gather_backward", _gather_backward_grad, setup_context=_gather_backward_setup)
+torch.library.register_autograd("lighthouse::scatter", _scatter_grad, setup_context=_scatter_setup)
+torch.library.register_autograd(
+    "lighthouse::scatter_backward", _scatter_backward_grad, setup_context=_scatter_backward_setup
+)

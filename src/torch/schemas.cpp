@@ -1,0 +1,27 @@
+// The operator schemas, declared once. Every stage takes the layer's
+// integer configuration as keyword arguments (tensors stay positional, as
+// torch.library.register_autograd requires); seq_len is explicit where the
+// inputs do not carry it. Implementations live in cpu_ops.cpp and
+// cuda_ops.cpp; fake (meta) kernels and autograd are registered from Python.
+#include <torch/library.h>
+
+TORCH_LIBRARY(lighthouse, m) {
+  m.def(
+      "pool_score(Tensor q, Tensor k, Tensor? base_qk=None, Tensor? base_kq=None, *, int levels, int pooling, "
+      "int topk, int tile_budget=128) -> (Tensor scores_qk, Tensor scores_kq)");
+  m.def(
+      "select(Tensor scores_qk, Tensor scores_kq, SymInt seq_len, *, int levels, int pooling, int topk, "
+      "int tile_budget=128) -> (Tensor indices, Tensor slots)");
+  m.def(
+      "gather(Tensor q, Tensor k, Tensor v, Tensor indices, *, int levels, int pooling, int topk, "
+      "int tile_budget=128) -> (Tensor q_sel, Tensor k_sel, Tensor v_sel)");
+  m.def(
+      "scatter(Tensor o_sel, Tensor slots, SymInt seq_len, *, int levels, int pooling, int topk, "
+      "int tile_budget=128) -> Tensor out");
+  m.def(
+      "scatter_backward(Tensor grad_out, Tensor indices, *, int levels, int pooling, int topk, "
+      "int tile_budget=128) -> Tensor grad_o_sel");
+  m.def(
+      "gather_backward(Tensor grad_q_sel, Tensor grad_k_sel, Tensor grad_v_sel, Tensor slots, SymInt seq_len, *, "
+      "int levels, int pooling, int topk, int tile_budget=128) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
+}

@@ -1,0 +1,62 @@
+// One "prepare" function per stage: checks the op's tensors, derives the
+// geometry, allocates the outputs on the inputs' device and fills the
+// stage's params. The CPU and CUDA ops differ only in the kernel they then
+// call, so both share these.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+#include "lighthouse/params.h"
+#include "tensor_checks.h"
+
+namespace lighthouse::torch_ops {
+
+struct PoolScoreCall {
+  PoolScoreParams params;
+  at::Tensor scores_qk, scores_kq;  // [B, Hkv, pyramid_len] fp32
+};
+PoolScoreCall prepare_pool_score(const at::Tensor& q, const at::Tensor& k, const std::optional<at::Tensor>& base_qk,
+                                 const std::optional<at::Tensor>& base_kq, const Config& config, Float64 float64);
+
+struct SelectCall {
+  SelectParams params;
+  at::Tensor indices;  // [B, Hkv, S] int32
+  at::Tensor slots;    // [B, Hkv, pyramid_len] int32
+};
+SelectCall prepare_select(const at::Tensor& scores_qk, const at::Tensor& scores_kq, int64_t seq_len,
+                          const Config& config);
+
+// q_sel, k_sel and v_sel are [B, H|Hkv, S, D] views of [B, S, H|Hkv, D]
+// memory: the layout the fused SDPA kernels read without a copy.
+struct GatherCall {
+  GatherParams params;
+  at::Tensor q_sel, k_sel, v_sel;
+};
+GatherCall prepare_gather(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& indices,
+                          const Config& config, Float64 float64);
+
+struct ScatterCall {
+  ScatterParams params;
+  at::Tensor out;  // [B, N, H, D] contiguous
+};
+ScatterCall prepare_scatter(const at::Tensor& o_sel, const at::Tensor& slots, int64_t seq_len, const Config& config,
+                            Float64 float64);
+
+struct ScatterBackwardCall {
+  ScatterBackwardParams params;
+  at::Tensor grad_o_sel;  // [B, H, S, D] view of [B, S, H, D] memory, like gather's outputs
+};
+ScatterBackwardCall prepare_scatter_backward(const at::Tensor& grad_out, const at::Tensor& indices,
+                                             const Config& config, Float64 float64);
+
+struct GatherBackwardCall {
+  GatherBackwardParams params;
+  at::Tensor grad_q, grad_k, grad_v;  // [B, N, H|Hkv, D] contiguous
+};
+GatherBackwardCall prepare_gather_backward(const at::Tensor& grad_q_sel, const at::Tensor& grad_k_sel,
+                                           const at::Tensor& grad_v_sel, const at::Tensor& slots, int64_t seq_len,
+                                           const Config& config, Float64 float64);
+
+}  // namespace lighthouse::torch_ops

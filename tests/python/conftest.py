@@ -1,0 +1,41 @@
+"""Shared fixtures of the Python suite: the golden vectors and the `gpu` marker.
+
+Golden vectors live in the repository (tests/data/golden); LIGHTHOUSE_GOLDEN_DIR may point elsewhere.
+Tests marked `gpu` are skipped when no CUDA device is available.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+GOLDEN_DIR = Path(os.environ.get("LIGHTHOUSE_GOLDEN_DIR", Path(__file__).resolve().parents[1] / "data" / "golden"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def golden_cases():
+    with open(GOLDEN_DIR / "manifest.json") as f:
+        return json.load(f)
+
+
+@pytest.fixture(params=golden_cases(), ids=lambda case: case["name"])
+def golden(request):
+    """One golden case: (metadata dict, tensors dict)."""
+    from safetensors.torch import load_file
+
+    case = request.param
+    return case, load_file(GOLDEN_DIR / f"{case['name']}.safetensors")
