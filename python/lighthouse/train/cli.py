@@ -1,0 +1,221 @@
+"""``lighthouse-train``: train (the default command), eval, export and compare.
+
+    lighthouse-train --preset tiny --out runs/tiny
+    lighthouse-train --preset h200-lighthouse --data data/prose.jsonl.xz --max-minutes 6
+    lighthouse-train eval runs/tiny
+    lighthouse-train export runs/tiny --out runs/tiny/hf
+    lighthouse-train compare runs/h200-dense runs/h200-lighthouse --out runs/compare
+
+A train command on a folder that already holds checkpoints resumes from the newest one with the
+configuration saved in it; only the budget options (--max-minutes, --stop-after-step) and the
+progress display apply to the resumed invocation.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+from . import checkpoint as ckpt
+from .presets import get_preset, preset_names
+
+COMMANDS = ("train", "eval", "export", "compare")
+
+
+def resolve_steps(total_default: int, lh_default: int, steps, lighthouse, dense):
+    """(lighthouse_steps, dense_steps) from --steps and the per-stage options.
+
+    A per-stage value containing a '.' is a fraction of the total steps. Given only --steps, the
+    preset's split is kept in proportion; given one stage, the other stage takes the rest.
+    """
+    total = steps if steps is not None else total_default
+
+    def count(text):
+        if text is None:
+            return None
+        value = float(text) * total if "." in text else int(text)
+        return int(round(value))
+
+    lh, dn = count(lighthouse), count(dense)
+    if lh is None and dn is None:
+        lh = round(total * lh_default / total_default) if total_default else 0
+        dn = total - lh
+    elif dn is None:
+        dn = total - lh
+    elif lh is None:
+        lh = total - dn
+    elif steps is not None and lh + dn != steps:
+        raise ValueError(f"--lighthouse-steps {lh} + --dense-steps {dn} != --steps {steps}")
+    if lh < 0 or dn < 0 or lh + dn < 1:
+        raise ValueError(f"invalid step split: {lh} Lighthouse + {dn} dense")
+    return lh, dn
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model (the default command)")
+    p.add_argument("--preset", default="tiny", choices=preset_names())
+    p.add_argument("--out", type=pathlib.Path, help="run folder (default runs/<preset>)")
+    p.add_argument("--steps", type=int, help="total optimizer steps")
+    p.add_argument("--lighthouse-steps", help="stage-1 steps, or a fraction of --steps such as 0.75")
+    p.add_argument("--dense-steps", help="stage-2 steps, or a fraction of --steps")
+    p.add_argument("--data", nargs="+", help="corpus files: JSONL ({\"text\": ...}) or text, optionally .gz/.xz")
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--schedule", choices=["cosine", "constant"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--val-tokens", type=int)
+    p.add_argument("--passkey-trials", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the preset's)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget of the training loop; stops with a checkpoint")
+    p.add_argument("--stop-after-step", type=int, help="pause after this step with a checkpoint (resume later)")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="write report/ (markdown + plots) when the run finishes")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+
+
+def _configs_from_args(args):
+    preset = get_preset(args.preset)
+    model, train = preset.model, preset.train
+    train.lighthouse_steps, train.dense_steps = resolve_steps(
+        train.total_steps, train.lighthouse_steps, args.steps, args.lighthouse_steps, args.dense_steps)
+    overrides = {
+        "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
+        "warmup_steps": args.warmup_steps, "schedule": args.schedule, "seed": args.seed,
+        "val_tokens": args.val_tokens, "checkpoint_every": args.checkpoint_every, "device": args.device,
+        "bf16": args.bf16, "compile": args.compile, "activation_checkpointing": args.activation_checkpointing,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(train, key, value)
+    if args.data:
+        train.data = [str(pathlib.Path(p)) for p in args.data]
+    if args.passkey_trials is not None:
+        train.passkey.trials = args.passkey_trials
+    if args.seq_len is not None:
+        model.max_seq_len = args.seq_len
+    return model, train
+
+
+def cmd_train(args) -> int:
+    from .report import compare
+    from .trainer import Trainer
+
+    out = args.out or pathlib.Path("runs") / args.preset
+    if ckpt.latest_checkpoint(out):
+        print(f"resuming {out} from {ckpt.latest_checkpoint(out).name}", file=sys.stderr)
+        trainer = Trainer(out)
+    else:
+        model, train = _configs_from_args(args)
+        trainer = Trainer(out, model, train)
+    print(f"{trainer.cfg.name}: {trainer.model.num_parameters():,} parameters, "
+          f"{trainer.cfg.lighthouse_steps} Lighthouse + {trainer.cfg.dense_steps} dense steps, "
+          f"layers {trainer.model.attention_modes()} on {trainer.device}", file=sys.stderr)
+    status = trainer.run(max_minutes=args.max_minutes, stop_after_step=args.stop_after_step, progress=args.progress)
+    summary = trainer.finish(status)
+    if status == "done" and args.report:
+        compare([out], out / "report")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _checkpoint_from(path: pathlib.Path) -> dict:
+    if path.is_dir():
+        latest = ckpt.latest_checkpoint(path)
+        if latest is None:
+            raise ValueError(f"{path} holds no checkpoints")
+        path = latest
+    return ckpt.load_checkpoint(path)
+
+
+def cmd_eval(args) -> int:
+    from .data import default_corpus, load_corpus
+    from .evaluate import evaluate_model
+    from .model import ByteLlama, ModelConfig
+    from .trainer import TrainConfig, resolve_device
+
+    state = _checkpoint_from(args.run)
+    model_config = ModelConfig.from_dict(state["model_config"])
+    train = TrainConfig.from_dict(state["train_config"])
+    for key in ("lengths", "depths"):
+        value = getattr(args, f"passkey_{key}")
+        if value:
+            setattr(train.passkey, key, value)
+    if args.passkey_trials is not None:
+        train.passkey.trials = args.passkey_trials
+    device = resolve_device(args.device or train.device)
+    model = ByteLlama(model_config)
+    model.load_state_dict(state["model"])
+    model.to(device)
+    corpus = load_corpus(args.data or train.data or [default_corpus()], train.val_fraction, train.seed)
+    result = evaluate_model(model, corpus.val, model_config.max_seq_len, args.val_tokens or train.val_tokens,
+                            train.eval_batch_size, train.passkey, device, train.bf16 and device.type == "cuda")
+    result["step"] = state["step"]
+    text = json.dumps(result, indent=2) + "\n"
+    if args.out:
+        pathlib.Path(args.out).write_text(text)
+    print(text, end="")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_checkpoint
+
+    out = export_checkpoint(_checkpoint_from(args.run), args.out, args.dtype)
+    print(out)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report import compare
+
+    print(compare(args.runs, args.out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lighthouse-train",
+        description="Two-stage pretraining with Lighthouse attention, then dense resumption: "
+                    "train (the default command), eval, export, compare.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+
+    e = sub.add_parser("eval", help="validation bits/byte and passkey accuracy of a checkpoint (dense)")
+    e.add_argument("run", type=pathlib.Path, help="run folder (newest checkpoint) or checkpoint file")
+    e.add_argument("--data", nargs="+", help="corpus to split (default: the run's)")
+    e.add_argument("--val-tokens", type=int)
+    e.add_argument("--passkey-lengths", type=int, nargs="+")
+    e.add_argument("--passkey-depths", type=float, nargs="+")
+    e.add_argument("--passkey-trials", type=int)
+    e.add_argument("--device")
+    e.add_argument("--out", type=pathlib.Path, help="also write the JSON result here")
+
+    x = sub.add_parser("export", help="write a Hugging Face Llama folder from a checkpoint")
+    x.add_argument("run", type=pathlib.Path, help="run folder (newest checkpoint) or checkpoint file")
+    x.add_argument("--out", type=pathlib.Path, required=True)
+    x.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+    c = sub.add_parser("compare", help="markdown table and plots comparing finished runs (first = baseline)")
+    c.add_argument("runs", type=pathlib.Path, nargs="+")
+    c.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/compare"))
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "train")
+    args = build_parser().parse_args(argv)
+    handler = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "compare": cmd_compare}[args.command]
+    try:
+        return handler(args)
+    except ValueError as err:
+        print(f"lighthouse-train: error: {err}", file=sys.stderr)
+        return 2

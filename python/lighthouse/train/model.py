@@ -1,0 +1,238 @@
+"""Llama-3-style byte-level decoder with a per-layer choice of dense or Lighthouse attention.
+
+Module and parameter names follow Hugging Face's ``LlamaForCausalLM`` exactly (``model.layers.3.
+self_attn.q_proj.weight`` ...), and RoPE uses the same half-split rotation, so exporting the dense
+model is a copy of the state dict (see export.py).
+"""
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .vocab import VOCAB_SIZE
+
+DENSE = "dense"
+LIGHTHOUSE = "lighthouse"
+
+
+@dataclasses.dataclass
+class LighthouseSettings:
+    """Arguments of ``lighthouse.lighthouse_attention`` used by the Lighthouse layers."""
+
+    levels: int = 3
+    pooling: int = 4
+    topk: int = 2048
+    tile_budget: int = 128
+    scorer: str = "norm"
+    dilation: int = 4
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    ffn_hidden: int = 384
+    max_seq_len: int = 1024
+    vocab_size: int = VOCAB_SIZE
+    rope_theta: float = 500000.0
+    norm_eps: float = 1e-5
+    # Layers at each end that stay dense in every stage (the paper keeps the first two and last two).
+    dense_boundary: int = 2
+    lighthouse: LighthouseSettings = dataclasses.field(default_factory=LighthouseSettings)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def validate(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        fields = dict(data)
+        fields["lighthouse"] = LighthouseSettings(**fields.get("lighthouse", {}))
+        return cls(**fields)
+
+
+def layer_modes(config: ModelConfig, stage: str) -> list:
+    """Attention mode of every layer in a training stage ("lighthouse" or "dense")."""
+    if stage == DENSE:
+        return [DENSE] * config.n_layers
+    if stage != LIGHTHOUSE:
+        raise ValueError(f"unknown stage {stage!r}")
+    edge = config.dense_boundary
+    return [DENSE if i < edge or i >= config.n_layers - edge else LIGHTHOUSE for i in range(config.n_layers)]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_tables(config: ModelConfig, length: int, device: torch.device):
+    """cos/sin tables [length, head_dim] in fp32 for the half-split rotation."""
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, N, heads, D]; the tables are cast to x's dtype so bf16 stays bf16."""
+    cos = cos[None, :, None, :].to(x.dtype)
+    sin = sin[None, :, None, :].to(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal SDPA on [B, N, heads, D] tensors; KV heads are repeated for GQA."""
+    groups = q.shape[2] // k.shape[2]
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    if groups > 1:
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
+
+
+def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, settings: LighthouseSettings) -> torch.Tensor:
+    # Imported here so that dense-only use never loads the compiled extension.
+    from lighthouse import lighthouse_attention
+
+    return lighthouse_attention(
+        q, k, v,
+        levels=settings.levels,
+        pooling=settings.pooling,
+        topk=settings.topk,
+        tile_budget=settings.tile_budget,
+        scorer=settings.scorer,
+        dilation=settings.dilation,
+        fallback="dense",
+    )
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        d, hd = config.d_model, config.head_dim
+        self.q_proj = nn.Linear(d, config.n_heads * hd, bias=False)
+        self.k_proj = nn.Linear(d, config.n_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(d, config.n_kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(config.n_heads * hd, d, bias=False)
+        self.mode = DENSE
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        c = self.config
+        q = apply_rope(self.q_proj(x).view(b, n, c.n_heads, c.head_dim), cos, sin)
+        k = apply_rope(self.k_proj(x).view(b, n, c.n_kv_heads, c.head_dim), cos, sin)
+        v = self.v_proj(x).view(b, n, c.n_kv_heads, c.head_dim)
+        if self.mode == LIGHTHOUSE:
+            out = sparse_attention(q, k, v, c.lighthouse)
+        else:
+            out = dense_attention(q, k, v)
+        return self.o_proj(out.reshape(b, n, c.n_heads * c.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
+        self.up_proj = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
+        self.down_proj = nn.Linear(config.ffn_hidden, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.d_model, config.norm_eps)
+        self.self_attn = Attention(config)
+        self.post_attention_layernorm = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+
+
+class ByteLlama(nn.Module):
+    """Decoder-only LM over bytes; ``forward(tokens [B, N]) -> logits [B, N, vocab]``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.model = Decoder(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.activation_checkpointing = False
+        self.stage = DENSE
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Residual-branch outputs are scaled down with depth so the stream's variance stays bounded.
+        out_std = 0.02 / math.sqrt(2 * self.config.n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
+                nn.init.normal_(p, std=out_std)
+            else:
+                nn.init.normal_(p, std=0.02)
+
+    def set_stage(self, stage: str) -> None:
+        """Switch every layer to its attention mode for the stage; parameters are untouched."""
+        for layer, mode in zip(self.model.layers, layer_modes(self.config, stage)):
+            layer.self_attn.mode = mode
+        self.stage = stage
+
+    def attention_modes(self) -> list:
+        return [layer.self_attn.mode for layer in self.model.layers]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        cos, sin = rope_tables(self.config, tokens.shape[1], tokens.device)
+        x = self.model.embed_tokens(tokens)
+        for layer in self.model.layers:
+            if self.activation_checkpointing and self.training:
+                x = checkpoint(layer, x, cos, sin, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin)
+        return self.lm_head(self.model.norm(x))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
