@@ -1,0 +1,120 @@
+"""Per-stage timing of the Lighthouse layer. Every stage runs on its own with
+inputs produced once, untimed, by the stages before it, so a stage's time
+excludes its neighbours'. The attention stage is the call the layer makes
+(F.scaled_dot_product_attention on the gathered [B, H, S, D] views, default
+backend dispatch); its backward is timed through autograd with the forward
+graph built in the untimed prepare step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lighthouse.bench.estimate import BACKWARD_FLOP_RATIO, causal_attention_flops
+from lighthouse import ops
+from lighthouse.attention import dilated_base_scores
+from lighthouse.bench.methods import Inputs, Measurable, tensor_bytes
+from lighthouse.bench.points import Point, kept_entries
+
+FORWARD_STAGES = ("pool_score", "select", "gather", "attention", "scatter")
+BACKWARD_STAGES = ("scatter_backward", "attention_backward", "gather_backward")
+STAGES = FORWARD_STAGES + BACKWARD_STAGES
+
+
+@dataclass
+class StageState:
+    """One input set and every intermediate of the layer computed from it."""
+
+    x: Inputs
+    scores: tuple
+    indices: torch.Tensor
+    slots: torch.Tensor
+    selected: tuple
+    o_sel: torch.Tensor
+    out: torch.Tensor
+    grad_o_sel: torch.Tensor
+    grad_selected: tuple
+    grads: tuple
+
+
+def pool_score_call(point: Point):
+    kw = point.config.stage_kwargs()
+    if point.config.scorer == "dilated":
+        dilation = point.config.dilation
+
+        def dilated(x: Inputs):
+            base_qk, base_kq = dilated_base_scores(x.q, x.k, x.v, dilation=dilation)
+            return ops.pool_score(x.q, x.k, **kw, base_qk=base_qk, base_kq=base_kq)
+
+        return dilated
+    return lambda x: ops.pool_score(x.q, x.k, **kw)
+
+
+def _attention(point: Point):
+    gqa = point.heads != point.kv_heads
+    return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+
+
+def build_state(point: Point, x: Inputs) -> StageState:
+    kw, n = point.config.stage_kwargs(), point.seq_len
+    attention = _attention(point)
+    with torch.no_grad():
+        scores = pool_score_call(point)(x)
+        indices, slots = ops.select(*scores, n, **kw)
+        selected = ops.gather(x.q, x.k, x.v, indices, **kw)
+        o_sel = attention(*selected)
+        out = ops.scatter(o_sel, slots, n, **kw)
+        grad_o_sel = ops.scatter_backward(x.grad_out, indices, **kw)
+    leaves = [t.detach().requires_grad_() for t in selected]
+    grad_selected = torch.autograd.grad(attention(*leaves), leaves, grad_o_sel)
+    with torch.no_grad():
+        grads = ops.gather_backward(*grad_selected, slots, n, **kw)
+    return StageState(x, scores, indices, slots, selected, o_sel, out, grad_o_sel, grad_selected, grads)
+
+
+def stage_measurables(point: Point, states: list[StageState]) -> dict[str, Measurable]:
+    """Stage name -> Measurable; states rotate like the layer's input sets."""
+    kw, n = point.config.stage_kwargs(), point.seq_len
+    attention, pool_score = _attention(point), pool_score_call(point)
+    pick = lambda index: states[index % len(states)]  # noqa: E731
+    first = states[0]
+    flops = causal_attention_flops(kept_entries(point.config, n), point.batch, point.heads, point.head_dim)
+
+    def no_grad(fn):
+        def run(state):
+            with torch.no_grad():
+                return fn(state)
+        return run
+
+    def prepare_backward(index: int):
+        state = pick(index)
+        leaves = [t.detach().requires_grad_() for t in state.selected]
+        return attention(*leaves), leaves, state.grad_o_sel
+
+    return {
+        "pool_score": Measurable(
+            run=no_grad(lambda s: pool_score(s.x)), prepare=pick,
+            bytes=tensor_bytes(first.x.q, first.x.k, *first.scores)
+            + (tensor_bytes(first.x.v) if point.config.scorer == "dilated" else 0)),
+        "select": Measurable(
+            run=no_grad(lambda s: ops.select(*s.scores, n, **kw)), prepare=pick,
+            bytes=tensor_bytes(*first.scores, first.indices, first.slots)),
+        "gather": Measurable(
+            run=no_grad(lambda s: ops.gather(s.x.q, s.x.k, s.x.v, s.indices, **kw)), prepare=pick,
+            bytes=tensor_bytes(first.x.q, first.x.k, first.x.v, first.indices, *first.selected)),
+        "attention": Measurable(run=no_grad(lambda s: attention(*s.selected)), prepare=pick, flops=flops),
+        "scatter": Measurable(
+            run=no_grad(lambda s: ops.scatter(s.o_sel, s.slots, n, **kw)), prepare=pick,
+            bytes=tensor_bytes(first.o_sel, first.slots, first.out)),
+        "scatter_backward": Measurable(
+            run=no_grad(lambda s: ops.scatter_backward(s.x.grad_out, s.indices, **kw)), prepare=pick,
+            bytes=tensor_bytes(first.x.grad_out, first.indices, first.grad_o_sel)),
+        "attention_backward": Measurable(
+            run=lambda graph: torch.autograd.grad(*graph), prepare=prepare_backward,
+            flops=flops * BACKWARD_FLOP_RATIO),
+        "gather_backward": Measurable(
+            run=no_grad(lambda s: ops.gather_backward(*s.grad_selected, s.slots, n, **kw)), prepare=pick,
+            bytes=tensor_bytes(*first.grad_selected, first.slots, *first.grads)),
+    }
