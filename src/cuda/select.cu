@@ -295,7 +295,8 @@ void select(const SelectParams& params, void* stream_ptr) {
   const int64_t space_bytes = a.workspace_ints * int64_t{sizeof(int)};
 
   if (space_bytes <= shared_limit) {
-    if (space_bytes > 48 * 1024)
+    // The default limit is 48 KB less the kernel's static shared memory.
+    if (space_bytes > attrs.maxDynamicSharedSizeBytes)
       detail::check_cuda(cudaFuncSetAttribute(select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                               static_cast<int>(space_bytes)),
                          "cudaFuncSetAttribute(select_kernel)");

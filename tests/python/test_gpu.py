@@ -116,7 +116,7 @@ def test_bf16_layer_error_is_at_most_twice_that_of_bf16_sdpa():
         return ops.scatter(o_sel, slots, shape[1], **config)
 
     def forward_backward(fn, dtype):
-        inputs = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+        inputs = [t.detach().to(dtype).clone().requires_grad_() for t in (q, k, v)]
         out = fn(*inputs)
         out.backward(grad_out.to(dtype))
         return [out.detach()] + [t.grad for t in inputs]
