@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "heuristics.h"
 #include "lighthouse/detail/access.h"
 #include "lighthouse/dtype.h"
 #include "lighthouse/params.h"
@@ -61,6 +62,41 @@ inline StreamShape stream_shape(int64_t row_len, int64_t outer_y, int64_t outer_
   StreamShape s;
   s.block = dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by), 1);
   s.grid = dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy < 1 ? 1 : gy), 1);
+  return s;
+}
+
+// Launch shape of the tiled scatter / gather_backward kernels (see
+// heuristics.h): x-threads over one position's `row_len` items, y-threads
+// over a tile's positions, a 1-D grid striding over batch x tiles, and a
+// shared slot table of `table_rows` x tile int32s. tile == 0: the table does
+// not fit, use the plain kernel.
+struct TiledShape {
+  dim3 grid, block;
+  int tile = 0;
+  size_t shared_bytes = 0;
+};
+
+inline TiledShape tiled_shape(int64_t row_len, int64_t batch, int64_t seq_len, int64_t table_rows) {
+  namespace hz = heuristics;
+  TiledShape s;
+  const int64_t max_tile = hz::kTiledMaxSharedBytes / (4 * (table_rows > 0 ? table_rows : 1));
+  if (max_tile < 1) return s;
+  const int64_t rounded = (row_len + 31) / 32 * 32;
+  const int64_t bx = rounded < hz::kTiledMaxThreads ? rounded : hz::kTiledMaxThreads;
+  const int64_t tile = max_tile < hz::kTiledPositions ? max_tile : hz::kTiledPositions;
+  int64_t by = hz::kTiledThreads / bx;
+  if (by < 1) by = 1;
+  if (by > tile) by = tile;
+  int device = 0, sms = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  const int64_t items = batch * ((seq_len + tile - 1) / tile);
+  const int64_t cap = int64_t{sms} * hz::kTiledBlocksPerSm;
+  const int64_t grid = items < cap ? items : cap;
+  s.grid = dim3(static_cast<unsigned>(grid < 1 ? 1 : grid), 1, 1);
+  s.block = dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by), 1);
+  s.tile = static_cast<int>(tile);
+  s.shared_bytes = static_cast<size_t>(4 * table_rows * tile);
   return s;
 }
 

@@ -4,7 +4,8 @@
 // thread owns W consecutive elements (a 16-byte vector on the fast path) of
 // one output row; the x-threads of a block cover one position's rows: the H
 // query heads of grad_q, then the KV heads of grad_k and of grad_v.
-// Grid: y over batch, x over positions.
+// Grid: y over batch, x over positions. That kernel is the fallback; the
+// tiled kernel below (same per-element arithmetic) is the fast path.
 #include "common.cuh"
 #include "heuristics.h"
 #include "lighthouse/checks.h"
@@ -67,6 +68,75 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
   }
 }
 
+// Tiled kernel: a block covers a tile of `tile` consecutive positions of one
+// batch row at a time. It first stages the tile's slots (every level, every
+// KV head; -1 where nothing covers a position) in shared memory with
+// coalesced loads, so the per-position slot lookups leave the dependent
+// global-load chain; then its x-threads cover one position's row items (as
+// in the kernel above) and its y-threads stride over the tile's positions,
+// each thread decoding its item once per tile. Stores of consecutive x-threads
+// are consecutive 16-byte vectors. Level-l rows repeat over c_l positions of
+// the tile and hit L1. The sum is the same as above: levels 1..L in order.
+template <typename T, int W>
+__global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm)
+    gather_backward_tiled_kernel(GatherBackwardParams p, int64_t group, int vecs, int tile) {
+  extern __shared__ int32_t tile_slots[];  // [levels][kv_heads][tile]
+  const Geometry& g = p.geo;
+  const int64_t H = p.dims.heads, kvn = p.dims.kv_heads, N = p.dims.seq_len;
+  const int row_len = static_cast<int>(H + 2 * kvn) * vecs;
+  const int64_t tiles = (N + tile - 1) / tile;
+  const int threads = blockDim.x * blockDim.y, tid = threadIdx.y * blockDim.x + threadIdx.x;
+  const int table = g.levels * static_cast<int>(kvn) * tile;
+  const int level_stride = static_cast<int>(kvn) * tile;
+  for (int64_t item = blockIdx.x; item < p.dims.batch * tiles; item += gridDim.x) {
+    const int64_t b = item / tiles, t0 = (item % tiles) * tile;
+    __syncthreads();  // the previous tile's readers are done with tile_slots
+    for (int e = tid; e < table; e += threads) {
+      const int i = e % tile, l = e / level_stride + 1;
+      const int64_t kvh = (e / tile) % kvn, t = t0 + i;
+      int32_t s = -1;
+      if (t < N) {
+        const int64_t local = t >> ((l - 1) * g.log2_pooling);
+        // Past a level's last whole block (its ragged tail) nothing covers t.
+        if (local < g.size(l)) s = p.slots[(b * kvn + kvh) * g.pyramid_len + g.offset(l) + local];
+      }
+      tile_slots[e] = s;
+    }
+    __syncthreads();
+    const int positions = N - t0 < tile ? static_cast<int>(N - t0) : tile;
+    for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
+      const int64_t r = inner / vecs, col = int64_t{inner % vecs} * W;
+      const int which = r < H ? 0 : (r < H + kvn ? 1 : 2);
+      const int64_t head = which == 0 ? r : (which == 1 ? r - H : r - H - kvn);
+      const int64_t kvh = which == 0 ? r / group : head;
+      const void* src = which == 0 ? p.grad_q_sel : (which == 1 ? p.grad_k_sel : p.grad_v_sel);
+      const Strides ss = which == 0 ? p.grad_q_sel_strides : (which == 1 ? p.grad_k_sel_strides : p.grad_v_sel_strides);
+      void* dst = which == 0 ? p.grad_q : (which == 1 ? p.grad_k : p.grad_v);
+      const Strides ds = which == 0 ? p.grad_q_strides : (which == 1 ? p.grad_k_strides : p.grad_v_strides);
+      const T* sel = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, 0, head) + col;
+      const int32_t* my_slots = tile_slots + kvh * tile;
+      const int64_t sel_seq = ss.seq, out_step = ds.seq * blockDim.y;
+      T* out = static_cast<T*>(dst) + lighthouse::detail::at(ds, b, t0 + threadIdx.y, head) + col;
+      for (int i = threadIdx.y; i < positions; i += blockDim.y, out += out_step) {
+        float acc[W];
+#pragma unroll
+        for (int j = 0; j < W; ++j) acc[j] = 0.0f;
+        for (int l = 1; l <= g.levels; ++l) {
+          const int32_t s = my_slots[(l - 1) * level_stride + i];
+          if (s >= 0) {
+            float x[W];
+            detail::load_row<T, W>(sel, s * sel_seq, x);
+            const float inv = 1.0f / static_cast<float>(g.block(l));  // exact: a power of two
+#pragma unroll
+            for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], __fmul_rn(x[j], inv));
+          }
+        }
+        detail::store_row<T, W>(out, 0, acc);
+      }
+    }
+  }
+}
+
 template <typename T>
 void launch(const GatherBackwardParams& p, cudaStream_t stream) {
   constexpr int W = detail::vec_width<T>();
@@ -81,6 +151,16 @@ void launch(const GatherBackwardParams& p, cudaStream_t stream) {
   const int64_t vecs = vec ? d.head_dim / W : d.head_dim;
   const int64_t row_len = (d.heads + 2 * d.kv_heads) * vecs;
   if (row_len > 0x7fffffff) fail("(heads + 2 * kv_heads) * head_dim", "below 2^31", row_len);
+  const detail::TiledShape ts = detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels} * d.kv_heads);
+  if (ts.tile > 0) {
+    if (vec) {
+      gather_backward_tiled_kernel<T, W><<<ts.grid, ts.block, ts.shared_bytes, stream>>>(p, group, static_cast<int>(vecs), ts.tile);
+    } else {
+      gather_backward_tiled_kernel<T, 1><<<ts.grid, ts.block, ts.shared_bytes, stream>>>(p, group, static_cast<int>(vecs), ts.tile);
+    }
+    detail::check_launch("gather_backward_tiled_kernel");
+    return;
+  }
   const detail::StreamShape sh = detail::stream_shape(row_len, d.batch, d.seq_len, hz::kStreamThreads, hz::kStreamBlocksPerSm);
   if (vec) {
     gather_backward_kernel<T, W><<<sh.grid, sh.block, 0, stream>>>(p, group, static_cast<int>(vecs));

@@ -30,5 +30,19 @@ constexpr int kStreamBlocksPerSm = 8;
 // scatter and gather_backward: pyramid levels whose loads one thread issues
 // together (registers: kScatterLevelGroup rows of 16 bytes).
 constexpr int kScatterLevelGroup = 4;
+// scatter and gather_backward, tiled fast path: a block covers a tile of
+// kTiledPositions positions (fewer when the tile's slot table, levels x
+// kv_heads x positions int32s, would pass kTiledMaxSharedBytes; no tile at
+// all falls back to the plain kernel). Block x-threads: one position's row
+// items rounded up to a warp, at most kTiledMaxThreads; y-threads fill it to
+// kTiledThreads. The grid is at most kTiledBlocksPerSm blocks per SM.
+constexpr int kTiledPositions = 64;
+constexpr int kTiledThreads = 256;
+constexpr int kTiledMaxThreads = 512;
+constexpr int64_t kTiledMaxSharedBytes = 16 * 1024;
+constexpr int kTiledBlocksPerSm = 16;
+// __launch_bounds__ minimum resident blocks of kTiledMaxThreads threads (2
+// caps registers at 64, where the kernels do not spill).
+constexpr int kTiledMinBlocksPerSm = 2;
 
 }  // namespace lighthouse::cuda::heuristics

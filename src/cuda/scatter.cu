@@ -3,7 +3,8 @@
 // map) in level order, so no atomics and the same bits as the CPU. One thread
 // owns W consecutive elements (a 16-byte vector on the fast path) of one
 // output row; the x-threads of a block cover the H rows of one position.
-// Grid: y over batch, x over positions.
+// Grid: y over batch, x over positions. That kernel is the fallback; the
+// tiled kernel below (same per-element arithmetic) is the fast path.
 #include "common.cuh"
 #include "heuristics.h"
 #include "lighthouse/checks.h"
@@ -57,6 +58,64 @@ __global__ void __launch_bounds__(hz::kStreamThreads) scatter_kernel(ScatterPara
   }
 }
 
+// Tiled kernel: a block covers a tile of `tile` consecutive positions of one
+// batch row at a time. It first stages the tile's slots (every level, every
+// KV head; -1 where no window covers a position) in shared memory with
+// coalesced loads, so the per-position slot lookups leave the dependent
+// global-load chain; then its x-threads cover one position's H rows of
+// vectors and its y-threads stride over the tile's positions, each thread
+// decoding its item once per tile. Stores of consecutive x-threads are
+// consecutive 16-byte vectors. The sum is the same as above: levels 1..L in
+// order.
+template <typename T, int W>
+__global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm)
+    scatter_tiled_kernel(ScatterParams p, int64_t group, int vecs, int tile) {
+  extern __shared__ int32_t tile_slots[];  // [levels][kv_heads][tile]
+  const Geometry& g = p.geo;
+  const int64_t kvn = p.dims.kv_heads, N = p.dims.seq_len;
+  const int row_len = static_cast<int>(p.dims.heads) * vecs;
+  const int64_t tiles = (N + tile - 1) / tile;
+  const int threads = blockDim.x * blockDim.y, tid = threadIdx.y * blockDim.x + threadIdx.x;
+  const int table = g.levels * static_cast<int>(kvn) * tile;
+  const int level_stride = static_cast<int>(kvn) * tile;
+  for (int64_t item = blockIdx.x; item < p.dims.batch * tiles; item += gridDim.x) {
+    const int64_t b = item / tiles, t0 = (item % tiles) * tile;
+    __syncthreads();  // the previous tile's readers are done with tile_slots
+    for (int e = tid; e < table; e += threads) {
+      const int i = e % tile, l = e / level_stride + 1;
+      const int64_t kvh = (e / tile) % kvn, t = t0 + i, c = g.block(l);
+      // A window starts at c - 1: levels whose first window starts after t do not reach it.
+      tile_slots[e] = t < N && t >= c - 1
+                          ? p.slots[(b * kvn + kvh) * g.pyramid_len + g.offset(l) + ((t - c + 1) >> ((l - 1) * g.log2_pooling))]
+                          : -1;
+    }
+    __syncthreads();
+    const int positions = N - t0 < tile ? static_cast<int>(N - t0) : tile;
+    for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
+      const int64_t h = inner / vecs, col = int64_t{inner % vecs} * W;
+      const T* o_sel = static_cast<const T*>(p.o_sel) + lighthouse::detail::at(p.o_sel_strides, b, 0, h) + col;
+      const int32_t* my_slots = tile_slots + (h / group) * tile;
+      const int64_t sel_seq = p.o_sel_strides.seq, out_step = p.out_strides.seq * blockDim.y;
+      T* out = static_cast<T*>(p.out) + lighthouse::detail::at(p.out_strides, b, t0 + threadIdx.y, h) + col;
+      for (int i = threadIdx.y; i < positions; i += blockDim.y, out += out_step) {
+        float acc[W];
+#pragma unroll
+        for (int j = 0; j < W; ++j) acc[j] = 0.0f;
+        for (int l = 1; l <= g.levels; ++l) {
+          const int32_t s = my_slots[(l - 1) * level_stride + i];
+          if (s >= 0) {
+            float x[W];
+            detail::load_row<T, W>(o_sel, s * sel_seq, x);
+#pragma unroll
+            for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], x[j]);
+          }
+        }
+        detail::store_row<T, W>(out, 0, acc);
+      }
+    }
+  }
+}
+
 template <typename T>
 void launch(const ScatterParams& p, cudaStream_t stream) {
   constexpr int W = detail::vec_width<T>();
@@ -67,6 +126,16 @@ void launch(const ScatterParams& p, cudaStream_t stream) {
   const int64_t vecs = vec ? d.head_dim / W : d.head_dim;
   const int64_t row_len = d.heads * vecs;
   if (row_len > 0x7fffffff) fail("heads * head_dim", "below 2^31", row_len);
+  const detail::TiledShape ts = detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels} * d.kv_heads);
+  if (ts.tile > 0) {
+    if (vec) {
+      scatter_tiled_kernel<T, W><<<ts.grid, ts.block, ts.shared_bytes, stream>>>(p, group, static_cast<int>(vecs), ts.tile);
+    } else {
+      scatter_tiled_kernel<T, 1><<<ts.grid, ts.block, ts.shared_bytes, stream>>>(p, group, static_cast<int>(vecs), ts.tile);
+    }
+    detail::check_launch("scatter_tiled_kernel");
+    return;
+  }
   const detail::StreamShape sh = detail::stream_shape(row_len, d.batch, d.seq_len, hz::kStreamThreads, hz::kStreamBlocksPerSm);
   if (vec) {
     scatter_kernel<T, W><<<sh.grid, sh.block, 0, stream>>>(p, group, static_cast<int>(vecs));
