@@ -20,8 +20,9 @@ constexpr int kGoldenTileBudget = 128;
 
 inline std::string golden_dir() { return LIGHTHOUSE_GOLDEN_DIR; }
 
-// Every case listed in manifest.json, in file order.
-inline std::vector<std::string> golden_case_names() {
+// Every case listed in manifest.json, in file order; with `scorer` set, only
+// the cases made with that scorer.
+inline std::vector<std::string> golden_case_names(const std::string& scorer = "") {
   std::ifstream in(golden_dir() + "/manifest.json");
   if (!in) lighthouse::fail("manifest.json", "a readable file in " + golden_dir(), "a missing file");
   std::stringstream text;
@@ -31,7 +32,8 @@ inline std::vector<std::string> golden_case_names() {
   for (const auto& item : manifest.items) {
     const auto* name = item.find("name");
     if (name == nullptr) lighthouse::fail("manifest.json", "a \"name\" in every case", "a case without one");
-    names.push_back(name->text);
+    const auto* made_with = item.find("scorer");
+    if (scorer.empty() || (made_with != nullptr && made_with->text == scorer)) names.push_back(name->text);
   }
   return names;
 }
