@@ -5,6 +5,8 @@
 #   scripts/poc_h200.sh lighthouse   # the two-stage arm (same model, data, seed and token budget)
 #   scripts/poc_h200.sh compare      # report.md + plots from both run folders
 #
+# Further arguments go to lighthouse-train (e.g. --lighthouse-steps 539 --dense-steps 231).
+#
 # Each arm is a separate call so that each fits a 10-minute command limit. Needs the lighthouse
 # package installed with its CUDA kernels and the prose corpus at data/prose.jsonl.xz (or DATA=...).
 # Run folders go to runs/h200-<arm> (checkpoints included); the small artefacts (metrics,
@@ -37,7 +39,7 @@ case "$arm" in
     "$python" -c "import torch, lighthouse; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     run=runs/h200-$arm
     "$python" -m lighthouse.train --preset "h200-$arm" --out "$run" --data "$data" \
-      --max-minutes "$max_minutes" --no-report
+      --max-minutes "$max_minutes" --no-report "${@:2}"
     copy_out "$run"
     ;;
   compare)
