@@ -39,6 +39,7 @@ class Geometry:
     levels: int
     pooling: int
     pyramid_len: int  # entries of all levels together
+    coarsest: int  # n_L: entries of the coarsest level L
     kept: int  # S: entries the selection keeps per (batch, KV head)
 
 
@@ -58,7 +59,7 @@ def geometry(seq_len, levels: int, pooling: int, topk: int, tile_budget: int) ->
     coarsest = seq_len // coarsest_block
     tail = seq_len - coarsest * coarsest_block
     kept = coarsest + (levels - 1) * pooling * topk + tail
-    return Geometry(seq_len=seq_len, levels=levels, pooling=pooling, pyramid_len=pyramid_len, kept=kept)
+    return Geometry(seq_len=seq_len, levels=levels, pooling=pooling, pyramid_len=pyramid_len, coarsest=coarsest, kept=kept)
 
 
 def shrinks(seq_len, levels: int, pooling: int, topk: int, tile_budget: int) -> bool:

@@ -1,5 +1,8 @@
 """lighthouse_attention: the whole layer, pool_score -> select -> gather -> dense causal SDPA -> scatter.
 
+pool_score runs fused (pool_score_pooled): its pass over q, k, v also pools the coarsest level, which gather
+then copies instead of re-reading the whole sequence.
+
 Every Python-level decision depends only on shapes and arguments, so the function traces under
 torch.compile(fullgraph=True) without graph breaks.
 """
@@ -122,9 +125,9 @@ def lighthouse_attention(
     base_qk = base_kq = None
     if scorer == "dilated":
         base_qk, base_kq = dilated_base_scores(q, k, v, dilation=dilation, scale=scale)
-    scores_qk, scores_kq = ops.pool_score(q, k, **config, base_qk=base_qk, base_kq=base_kq)
+    scores_qk, scores_kq, *pooled = ops.pool_score_pooled(q, k, v, **config, base_qk=base_qk, base_kq=base_kq)
     indices, slots = ops.select(scores_qk, scores_kq, seq_len, **config)
-    q_sel, k_sel, v_sel = ops.gather(q, k, v, indices, **config)
+    q_sel, k_sel, v_sel = ops.gather(q, k, v, indices, **config, pooled=pooled)
     o_sel = F.scaled_dot_product_attention(
         q_sel, k_sel, v_sel, is_causal=True, scale=scale, enable_gqa=q.shape[2] != k.shape[2]
     )

@@ -3,8 +3,14 @@
 Each function calls torch.ops.lighthouse.<stage> (CPU and CUDA kernels in the compiled library). This module
 also registers, for every operator, a fake kernel (shapes only, for torch.compile and meta tensors) and the
 autograd rules: gather and scatter are differentiable (their backwards are gather_backward and
-scatter_backward, and the other way round, so double backward works too); pool_score and select produce
-gradient-free outputs.
+scatter_backward, and the other way round, so double backward works too); pool_score, pool_score_pooled and
+select produce gradient-free outputs.
+
+Fusion: pool_score_pooled also returns the pooled level-L q, k, v (the means of each coarsest block), made in
+the same pass over the base; gather(pooled=...) copies its level-L entries from them instead of re-pooling
+q, k, v (the same bits). The pooled tensors are a gradient-free cache of values computed from q, k, v:
+gather's gradient reaches q, k, v through gather_backward, the exact adjoint of gather as a function of q, k,
+v, so the pooled tensors themselves must not require grad.
 
 Layouts: q is [B, N, H, D], k and v are [B, N, Hkv, D] (H % Hkv == 0, unit-stride last dimension, any other
 strides). Scores and slots are [B, Hkv, P] with P the pyramid length, indices [B, Hkv, S] with S the kept
@@ -29,6 +35,18 @@ def pool_score(q, k, *, levels, pooling, topk, tile_budget=128, base_qk=None, ba
     return _OPS.pool_score(q, k, base_qk, base_kq, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget)
 
 
+def pool_score_pooled(q, k, v, *, levels, pooling, topk, tile_budget=128, base_qk=None, base_kq=None):
+    """pool_score plus the pooled level-L tensors for gather:
+    (scores_qk, scores_kq, pooled_q [B, n_L, H, D], pooled_k [B, n_L, Hkv, D], pooled_v [B, n_L, Hkv, D]).
+
+    n_L = N // pooling^(levels-1), the coarsest level's entries. Pass the last three as gather's pooled=. The
+    outputs carry no gradient.
+    """
+    return _OPS.pool_score_pooled(
+        q, k, v, base_qk, base_kq, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget
+    )
+
+
 def select(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_budget=128):
     """Chunked coarse-to-fine top-k: (indices [B, Hkv, S] int32 in causal order, slots [B, Hkv, P] int32).
 
@@ -37,9 +55,17 @@ def select(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_budget=
     return _OPS.select(scores_qk, scores_kq, seq_len, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget)
 
 
-def gather(q, k, v, indices, *, levels, pooling, topk, tile_budget=128):
-    """Pooled q, k, v at the selected entries: (q_sel [B, H, S, D], k_sel [B, Hkv, S, D], v_sel [B, Hkv, S, D])."""
-    return _OPS.gather(q, k, v, indices, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget)
+def gather(q, k, v, indices, *, levels, pooling, topk, tile_budget=128, pooled=None):
+    """Pooled q, k, v at the selected entries: (q_sel [B, H, S, D], k_sel [B, Hkv, S, D], v_sel [B, Hkv, S, D]).
+
+    pooled: None, or (pooled_q, pooled_k, pooled_v) from pool_score_pooled on the same q, k, v and
+    configuration; level-L entries are then copied from them (same result, less reading of q, k, v).
+    """
+    pooled_q, pooled_k, pooled_v = (None, None, None) if pooled is None else pooled
+    return _OPS.gather(
+        q, k, v, indices, pooled_q, pooled_k, pooled_v, levels=levels, pooling=pooling, topk=topk,
+        tile_budget=tile_budget,
+    )
 
 
 def scatter(o_sel, slots, seq_len, *, levels, pooling, topk, tile_budget=128):
@@ -94,6 +120,25 @@ def _pool_score_fake(q, k, base_qk=None, base_kq=None, *, levels, pooling, topk,
     return q.new_empty(shape, dtype=torch.float32), q.new_empty(shape, dtype=torch.float32)
 
 
+@torch.library.register_fake("lighthouse::pool_score_pooled")
+def _pool_score_pooled_fake(q, k, v, base_qk=None, base_kq=None, *, levels, pooling, topk, tile_budget=128):
+    _check_devices([("q", q), ("k", k), ("v", v), ("base_qk", base_qk), ("base_kq", base_kq)])
+    _check_rank(v, 4, "v", "[batch, seq_len, kv_heads, head_dim]")
+    scores_qk, scores_kq = _pool_score_fake(
+        q, k, base_qk, base_kq, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget
+    )
+    batch, seq_len, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    coarsest = _geometry.geometry(seq_len, levels, pooling, topk, tile_budget).coarsest
+    return (
+        scores_qk,
+        scores_kq,
+        q.new_empty((batch, coarsest, heads, head_dim)),
+        q.new_empty((batch, coarsest, kv_heads, head_dim)),
+        q.new_empty((batch, coarsest, kv_heads, head_dim)),
+    )
+
+
 @torch.library.register_fake("lighthouse::select")
 def _select_fake(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_budget=128):
     _check_devices([("scores_qk", scores_qk), ("scores_kq", scores_kq)])
@@ -106,8 +151,15 @@ def _select_fake(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_b
 
 
 @torch.library.register_fake("lighthouse::gather")
-def _gather_fake(q, k, v, indices, *, levels, pooling, topk, tile_budget=128):
-    _check_devices([("q", q), ("k", k), ("v", v), ("indices", indices)])
+def _gather_fake(q, k, v, indices, pooled_q=None, pooled_k=None, pooled_v=None, *, levels, pooling, topk,
+                 tile_budget=128):
+    _check_devices([
+        ("q", q), ("k", k), ("v", v), ("indices", indices), ("pooled_q", pooled_q), ("pooled_k", pooled_k),
+        ("pooled_v", pooled_v),
+    ])
+    given = sum(t is not None for t in (pooled_q, pooled_k, pooled_v))
+    if given not in (0, 3):
+        _fail("pooled_q, pooled_k, pooled_v", "all three or none", f"{given} given")
     _check_rank(q, 4, "q", "[batch, seq_len, heads, head_dim]")
     _check_rank(k, 4, "k", "[batch, seq_len, kv_heads, head_dim]")
     batch, seq_len, heads, head_dim = q.shape
@@ -199,7 +251,10 @@ def _pyramid_len(seq_len, config):
 
 
 def _gather_setup(ctx, inputs, keyword_only_inputs, output):
-    q, _, _, indices = inputs
+    q, _, _, indices, *pooled = inputs
+    for name, t in zip(("pooled_q", "pooled_k", "pooled_v"), pooled):
+        if t is not None and t.requires_grad:
+            _fail(name, "a gradient-free tensor (gather's gradient reaches q, k, v directly)", "one that requires grad")
     ctx.config = _config(keyword_only_inputs)
     ctx.seq_len = q.shape[1]
     ctx.save_for_backward(indices)
@@ -210,7 +265,7 @@ def _gather_grad(ctx, grad_q_sel, grad_k_sel, grad_v_sel):
     slots = _slots_from_indices(indices, _pyramid_len(ctx.seq_len, ctx.config))
     grads = (_unit_last_stride(g) for g in (grad_q_sel, grad_k_sel, grad_v_sel))
     grad_q, grad_k, grad_v = _OPS.gather_backward(*grads, slots, ctx.seq_len, **ctx.config)
-    return grad_q, grad_k, grad_v, None
+    return grad_q, grad_k, grad_v, None, None, None, None
 
 
 def _gather_backward_setup(ctx, inputs, keyword_only_inputs, output):
@@ -255,6 +310,9 @@ def _scatter_backward_grad(ctx, grad_grad_o_sel):
 
 
 torch.library.register_autograd("lighthouse::pool_score", _no_gradient, setup_context=_gradient_free_setup)
+torch.library.register_autograd(
+    "lighthouse::pool_score_pooled", _no_gradient, setup_context=_gradient_free_setup
+)
 torch.library.register_autograd("lighthouse::select", _no_gradient, setup_context=_gradient_free_setup)
 torch.library.register_autograd("lighthouse::gather", _gather_grad, setup_context=_gather_setup)
 torch.library.register_autograd("lighthouse::gather_backward", _gather_backward_grad, setup_context=_gather_backward_setup)

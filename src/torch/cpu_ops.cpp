@@ -18,7 +18,7 @@ constexpr Float64 kCpuFloat64 = Float64::kAccepted;
 std::tuple<Tensor, Tensor> pool_score_cpu(const Tensor& q, const Tensor& k, const std::optional<Tensor>& base_qk,
     const std::optional<Tensor>& base_kq, int64_t levels, int64_t pooling, int64_t topk, int64_t tile_budget) {
   return translating_errors([&] {
-    auto call = prepare_pool_score(q, k, base_qk, base_kq, make_config(levels, pooling, topk, tile_budget), kCpuFloat64);
+    auto call = prepare_pool_score(q, k, nullptr, base_qk, base_kq, make_config(levels, pooling, topk, tile_budget), kCpuFloat64);
     cpu::pool_score(call.params);
     return std::make_tuple(call.scores_qk, call.scores_kq);
   });
@@ -33,10 +33,24 @@ std::tuple<Tensor, Tensor> select_cpu(const Tensor& scores_qk, const Tensor& sco
   });
 }
 
-std::tuple<Tensor, Tensor, Tensor> gather_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& indices,
-                                              int64_t levels, int64_t pooling, int64_t topk, int64_t tile_budget) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> pool_score_pooled_cpu(const Tensor& q, const Tensor& k,
+    const Tensor& v, const std::optional<Tensor>& base_qk, const std::optional<Tensor>& base_kq, int64_t levels,
+    int64_t pooling, int64_t topk, int64_t tile_budget) {
   return translating_errors([&] {
-    auto call = prepare_gather(q, k, v, indices, make_config(levels, pooling, topk, tile_budget), kCpuFloat64);
+    auto call = prepare_pool_score(q, k, &v, base_qk, base_kq, make_config(levels, pooling, topk, tile_budget),
+                                   kCpuFloat64);
+    cpu::pool_score(call.params);
+    return std::make_tuple(call.scores_qk, call.scores_kq, call.pooled_q, call.pooled_k, call.pooled_v);
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor> gather_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& indices,
+                                              const std::optional<Tensor>& pooled_q,
+                                              const std::optional<Tensor>& pooled_k,
+                                              const std::optional<Tensor>& pooled_v, int64_t levels, int64_t pooling,
+                                              int64_t topk, int64_t tile_budget) {
+  return translating_errors([&] {
+    auto call = prepare_gather(q, k, v, indices, pooled_q, pooled_k, pooled_v, make_config(levels, pooling, topk, tile_budget), kCpuFloat64);
     cpu::gather(call.params);
     return std::make_tuple(call.q_sel, call.k_sel, call.v_sel);
   });
@@ -77,6 +91,7 @@ std::tuple<Tensor, Tensor, Tensor> gather_backward_cpu(const Tensor& grad_q_sel,
 
 TORCH_LIBRARY_IMPL(lighthouse, CPU, m) {
   m.impl("pool_score", &pool_score_cpu);
+  m.impl("pool_score_pooled", &pool_score_pooled_cpu);
   m.impl("select", &select_cpu);
   m.impl("gather", &gather_cpu);
   m.impl("scatter", &scatter_cpu);

@@ -25,7 +25,7 @@ std::tuple<Tensor, Tensor> pool_score_cuda(const Tensor& q, const Tensor& k, con
     const std::optional<Tensor>& base_kq, int64_t levels, int64_t pooling, int64_t topk, int64_t tile_budget) {
   return translating_errors([&] {
     auto call =
-        prepare_pool_score(q, k, base_qk, base_kq, make_config(levels, pooling, topk, tile_budget), kCudaFloat64);
+        prepare_pool_score(q, k, nullptr, base_qk, base_kq, make_config(levels, pooling, topk, tile_budget), kCudaFloat64);
     const c10::cuda::CUDAGuard guard(q.device());
     cuda::pool_score(call.params, current_stream(q));
     return std::make_tuple(call.scores_qk, call.scores_kq);
@@ -42,11 +42,25 @@ std::tuple<Tensor, Tensor> select_cuda(const Tensor& scores_qk, const Tensor& sc
   });
 }
 
-std::tuple<Tensor, Tensor, Tensor> gather_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
-                                               const Tensor& indices, int64_t levels, int64_t pooling, int64_t topk,
-                                               int64_t tile_budget) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> pool_score_pooled_cuda(const Tensor& q, const Tensor& k,
+    const Tensor& v, const std::optional<Tensor>& base_qk, const std::optional<Tensor>& base_kq, int64_t levels,
+    int64_t pooling, int64_t topk, int64_t tile_budget) {
   return translating_errors([&] {
-    auto call = prepare_gather(q, k, v, indices, make_config(levels, pooling, topk, tile_budget), kCudaFloat64);
+    auto call = prepare_pool_score(q, k, &v, base_qk, base_kq, make_config(levels, pooling, topk, tile_budget),
+                                   kCudaFloat64);
+    const c10::cuda::CUDAGuard guard(q.device());
+    cuda::pool_score(call.params, current_stream(q));
+    return std::make_tuple(call.scores_qk, call.scores_kq, call.pooled_q, call.pooled_k, call.pooled_v);
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor> gather_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
+                                               const Tensor& indices, const std::optional<Tensor>& pooled_q,
+                                               const std::optional<Tensor>& pooled_k,
+                                               const std::optional<Tensor>& pooled_v, int64_t levels, int64_t pooling,
+                                               int64_t topk, int64_t tile_budget) {
+  return translating_errors([&] {
+    auto call = prepare_gather(q, k, v, indices, pooled_q, pooled_k, pooled_v, make_config(levels, pooling, topk, tile_budget), kCudaFloat64);
     const c10::cuda::CUDAGuard guard(q.device());
     cuda::gather(call.params, current_stream(q));
     return std::make_tuple(call.q_sel, call.k_sel, call.v_sel);
@@ -91,6 +105,7 @@ std::tuple<Tensor, Tensor, Tensor> gather_backward_cuda(const Tensor& grad_q_sel
 
 TORCH_LIBRARY_IMPL(lighthouse, CUDA, m) {
   m.impl("pool_score", &pool_score_cuda);
+  m.impl("pool_score_pooled", &pool_score_pooled_cuda);
   m.impl("select", &select_cuda);
   m.impl("gather", &gather_cuda);
   m.impl("scatter", &scatter_cuda);

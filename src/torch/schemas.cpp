@@ -3,6 +3,9 @@
 // torch.library.register_autograd requires); seq_len is explicit where the
 // inputs do not carry it. Implementations live in cpu_ops.cpp and
 // cuda_ops.cpp; fake (meta) kernels and autograd are registered from Python.
+// pool_score_pooled is pool_score that also returns the pooled level-L q, k,
+// v (the means of each coarsest block); gather copies level-L entries from
+// them when given (all three or none) instead of re-pooling: same bits.
 #include <torch/library.h>
 
 TORCH_LIBRARY(lighthouse, m) {
@@ -10,10 +13,15 @@ TORCH_LIBRARY(lighthouse, m) {
       "pool_score(Tensor q, Tensor k, Tensor? base_qk=None, Tensor? base_kq=None, *, int levels, int pooling, "
       "int topk, int tile_budget=128) -> (Tensor scores_qk, Tensor scores_kq)");
   m.def(
+      "pool_score_pooled(Tensor q, Tensor k, Tensor v, Tensor? base_qk=None, Tensor? base_kq=None, *, int levels, "
+      "int pooling, int topk, int tile_budget=128) -> (Tensor scores_qk, Tensor scores_kq, Tensor pooled_q, "
+      "Tensor pooled_k, Tensor pooled_v)");
+  m.def(
       "select(Tensor scores_qk, Tensor scores_kq, SymInt seq_len, *, int levels, int pooling, int topk, "
       "int tile_budget=128) -> (Tensor indices, Tensor slots)");
   m.def(
-      "gather(Tensor q, Tensor k, Tensor v, Tensor indices, *, int levels, int pooling, int topk, "
+      "gather(Tensor q, Tensor k, Tensor v, Tensor indices, Tensor? pooled_q=None, Tensor? pooled_k=None, "
+      "Tensor? pooled_v=None, *, int levels, int pooling, int topk, "
       "int tile_budget=128) -> (Tensor q_sel, Tensor k_sel, Tensor v_sel)");
   m.def(
       "scatter(Tensor o_sel, Tensor slots, SymInt seq_len, *, int levels, int pooling, int topk, "

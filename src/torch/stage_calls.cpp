@@ -40,11 +40,25 @@ void check_seq_len(int64_t seq_len) {
   if (seq_len < 1) fail("seq_len", "a positive sequence length", seq_len);
 }
 
+// A pooled level-L tensor [B, n_L, heads, D] handed to gather.
+void check_pooled(const at::Tensor& t, const std::string& name, const at::Tensor& q, const Dims& dims,
+                  int64_t coarsest, int64_t heads, const std::string& heads_name) {
+  check_rank(t, 4, name, "[batch, coarsest entries n_L, " + heads_name + ", head_dim]");
+  check_same_dtype(t, name, q, "q");
+  check_same_device(t, name, q, "q");
+  check_dim(t, 0, dims.batch, name, "batch");
+  check_dim(t, 1, coarsest, name, "coarsest entries n_L");
+  check_dim(t, 2, heads, name, heads_name);
+  check_dim(t, 3, dims.head_dim, name, "head_dim");
+  check_last_dim_contiguous(t, name);
+}
+
 }  // namespace
 
-PoolScoreCall prepare_pool_score(const at::Tensor& q, const at::Tensor& k, const std::optional<at::Tensor>& base_qk,
-                                 const std::optional<at::Tensor>& base_kq, const Config& config, Float64 float64) {
-  const Dims dims = check_qkv(q, k, nullptr, "q", "k", "v", float64);
+PoolScoreCall prepare_pool_score(const at::Tensor& q, const at::Tensor& k, const at::Tensor* v,
+                                 const std::optional<at::Tensor>& base_qk, const std::optional<at::Tensor>& base_kq,
+                                 const Config& config, Float64 float64) {
+  const Dims dims = check_qkv(q, k, v, "q", "k", "v", float64);
   PoolScoreCall call;
   PoolScoreParams& p = call.params;
   p.dims = dims;
@@ -67,6 +81,20 @@ PoolScoreCall prepare_pool_score(const at::Tensor& q, const at::Tensor& k, const
   call.scores_kq = at::empty({dims.batch, dims.kv_heads, p.geo.pyramid_len}, options);
   p.scores_qk = call.scores_qk.data_ptr<float>();
   p.scores_kq = call.scores_kq.data_ptr<float>();
+  if (v != nullptr) {
+    const int64_t n = p.geo.coarsest();
+    p.v = v->data_ptr();
+    p.v_strides = bnhd_strides(*v);
+    call.pooled_q = at::empty({dims.batch, n, dims.heads, dims.head_dim}, q.options());
+    call.pooled_k = at::empty({dims.batch, n, dims.kv_heads, dims.head_dim}, q.options());
+    call.pooled_v = at::empty({dims.batch, n, dims.kv_heads, dims.head_dim}, q.options());
+    p.pooled_q = call.pooled_q.data_ptr();
+    p.pooled_q_strides = bnhd_strides(call.pooled_q);
+    p.pooled_k = call.pooled_k.data_ptr();
+    p.pooled_k_strides = bnhd_strides(call.pooled_k);
+    p.pooled_v = call.pooled_v.data_ptr();
+    p.pooled_v_strides = bnhd_strides(call.pooled_v);
+  }
   return call;
 }
 
@@ -99,7 +127,8 @@ SelectCall prepare_select(const at::Tensor& scores_qk, const at::Tensor& scores_
 }
 
 GatherCall prepare_gather(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& indices,
-                          const Config& config, Float64 float64) {
+                          const std::optional<at::Tensor>& pooled_q, const std::optional<at::Tensor>& pooled_k,
+                          const std::optional<at::Tensor>& pooled_v, const Config& config, Float64 float64) {
   const Dims dims = check_qkv(q, k, &v, "q", "k", "v", float64);
   GatherCall call;
   GatherParams& p = call.params;
@@ -124,6 +153,21 @@ GatherCall prepare_gather(const at::Tensor& q, const at::Tensor& k, const at::Te
   p.k_sel_strides = bhsd_strides(call.k_sel);
   p.v_sel = call.v_sel.data_ptr();
   p.v_sel_strides = bhsd_strides(call.v_sel);
+  const int pooled = int{pooled_q.has_value()} + int{pooled_k.has_value()} + int{pooled_v.has_value()};
+  if (pooled != 0 && pooled != 3)
+    fail("pooled_q, pooled_k, pooled_v", "all three or none", std::to_string(pooled) + " given");
+  if (pooled == 3) {
+    const int64_t n = p.geo.coarsest();
+    check_pooled(*pooled_q, "pooled_q", q, dims, n, dims.heads, "heads");
+    check_pooled(*pooled_k, "pooled_k", q, dims, n, dims.kv_heads, "kv_heads");
+    check_pooled(*pooled_v, "pooled_v", q, dims, n, dims.kv_heads, "kv_heads");
+    p.pooled_q = pooled_q->data_ptr();
+    p.pooled_q_strides = bnhd_strides(*pooled_q);
+    p.pooled_k = pooled_k->data_ptr();
+    p.pooled_k_strides = bnhd_strides(*pooled_k);
+    p.pooled_v = pooled_v->data_ptr();
+    p.pooled_v_strides = bnhd_strides(*pooled_v);
+  }
   return call;
 }
 

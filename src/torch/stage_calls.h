@@ -13,12 +13,17 @@
 
 namespace lighthouse::torch_ops {
 
+// With v (pool_score_pooled) the call also fills the pooled level-L
+// tensors that gather can take instead of re-pooling level L.
 struct PoolScoreCall {
   PoolScoreParams params;
-  at::Tensor scores_qk, scores_kq;  // [B, Hkv, pyramid_len] fp32
+  at::Tensor scores_qk, scores_kq;      // [B, Hkv, pyramid_len] fp32
+  at::Tensor pooled_q;                  // [B, n_L, H, D] contiguous; undefined without v
+  at::Tensor pooled_k, pooled_v;        // [B, n_L, Hkv, D] contiguous; undefined without v
 };
-PoolScoreCall prepare_pool_score(const at::Tensor& q, const at::Tensor& k, const std::optional<at::Tensor>& base_qk,
-                                 const std::optional<at::Tensor>& base_kq, const Config& config, Float64 float64);
+PoolScoreCall prepare_pool_score(const at::Tensor& q, const at::Tensor& k, const at::Tensor* v,
+                                 const std::optional<at::Tensor>& base_qk, const std::optional<at::Tensor>& base_kq,
+                                 const Config& config, Float64 float64);
 
 struct SelectCall {
   SelectParams params;
@@ -34,8 +39,10 @@ struct GatherCall {
   GatherParams params;
   at::Tensor q_sel, k_sel, v_sel;
 };
+// pooled_q/k/v: pool_score_pooled's level-L tensors, all three or none.
 GatherCall prepare_gather(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& indices,
-                          const Config& config, Float64 float64);
+                          const std::optional<at::Tensor>& pooled_q, const std::optional<at::Tensor>& pooled_k,
+                          const std::optional<at::Tensor>& pooled_v, const Config& config, Float64 float64);
 
 struct ScatterCall {
   ScatterParams params;

@@ -10,7 +10,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import lighthouse
 from lighthouse import ops
 from lighthouse.attention import dense_causal_attention
-from test_ops import _opcheck_cases
+from test_ops import OPCHECK_CASES, _opcheck_cases
 
 pytestmark = pytest.mark.gpu
 
@@ -68,6 +68,27 @@ def test_every_op_on_cuda_matches_the_cpu(dtype):
         assert_same(a, b, name)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_pool_score_and_gather_on_cuda_give_the_unfused_bits(dtype):
+    """pool_score_pooled's scores equal pool_score's, its pooled tensors equal the CPU's, and gather with them
+    gives the bits of gather without them (on CUDA, and equal to the CPU's fused gather)."""
+    q, k, v = make_qkv(dtype)
+    cpu_fused = ops.pool_score_pooled(q, k, v, **CONFIG)
+    qc, kc, vc = (t.cuda() for t in (q, k, v))
+    fused = ops.pool_score_pooled(qc, kc, vc, **CONFIG)
+    for a, b in zip(fused[:2], ops.pool_score(qc, kc, **CONFIG)):
+        assert torch.equal(a, b)
+    for name, a, b in zip(("pooled_q", "pooled_k", "pooled_v"), fused[2:], cpu_fused[2:]):
+        assert_same(a, b, name)
+    indices, _ = ops.select(*fused[:2], N, **CONFIG)
+    plain = ops.gather(qc, kc, vc, indices, **CONFIG)
+    with_pooled = ops.gather(qc, kc, vc, indices, **CONFIG, pooled=fused[2:])
+    cpu_with_pooled = ops.gather(q, k, v, indices.cpu(), **CONFIG, pooled=cpu_fused[2:])
+    for name, a, b, c in zip(("q_sel", "k_sel", "v_sel"), with_pooled, plain, cpu_with_pooled):
+        assert torch.equal(a, b), name
+        assert_same(a, c, name)
+
+
 def test_dilated_scorer_on_cuda_selects_like_the_cpu():
     q, k, v = make_qkv(torch.float32)
     indices = []
@@ -80,7 +101,7 @@ def test_dilated_scorer_on_cuda_selects_like_the_cpu():
     assert mismatch < 0.01, "SDPA rounding may flip near-ties only"
 
 
-@pytest.mark.parametrize("case", range(7))
+@pytest.mark.parametrize("case", range(OPCHECK_CASES))
 def test_opcheck_on_cuda(case):
     op, args, kwargs = _opcheck_cases("cuda")[case]
     torch.library.opcheck(op, args, kwargs)

@@ -1,4 +1,4 @@
-"""The six operators on the CPU: opcheck, independent references, dtypes, strides, gradients, bad input."""
+"""The operators on the CPU: opcheck, independent references, dtypes, strides, gradients, bad input."""
 
 import re
 
@@ -133,6 +133,7 @@ def _opcheck_cases(device):
     q, k, v = (t.to(device) for t in make_qkv())
     indices, slots = (t.to(device) for t in select_for(*make_qkv()[:2]))
     scores_qk, scores_kq = ops.pool_score(q, k, **CONFIG)
+    pooled = ops.pool_score_pooled(q, k, v, **CONFIG)[2:]
     q_sel, k_sel, v_sel = ops.gather(q, k, v, indices, **CONFIG)
     grad_out = torch.randn(B, N, H, D, device=device)
     base = torch.rand(B, HKV, N, device=device)
@@ -141,15 +142,21 @@ def _opcheck_cases(device):
     return [
         (op.pool_score.default, (q, k, None, None), CONFIG),
         (op.pool_score.default, (grad(q), grad(k), base, base), CONFIG),
+        (op.pool_score_pooled.default, (q, k, v, None, None), CONFIG),
+        (op.pool_score_pooled.default, (grad(q), grad(k), grad(v), base, base), CONFIG),
         (op.select.default, (scores_qk, scores_kq, N), CONFIG),
         (op.gather.default, (grad(q), grad(k), grad(v), indices), CONFIG),
+        (op.gather.default, (grad(q), grad(k), grad(v), indices, *pooled), CONFIG),
         (op.scatter.default, (grad(q_sel), slots, N), CONFIG),
         (op.scatter_backward.default, (grad(grad_out), indices), CONFIG),
         (op.gather_backward.default, (grad(q_sel), grad(k_sel), grad(v_sel), slots, N), CONFIG),
     ]
 
 
-@pytest.mark.parametrize("case", range(7))
+OPCHECK_CASES = 10
+
+
+@pytest.mark.parametrize("case", range(OPCHECK_CASES))
 def test_opcheck(case):
     op, args, kwargs = _opcheck_cases("cpu")[case]
     torch.library.opcheck(op, args, kwargs)

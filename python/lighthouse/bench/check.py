@@ -40,7 +40,8 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def _select(point: Point, x: Inputs) -> torch.Tensor:
-    indices, _ = ops.select(*pool_score_call(point)(x), point.seq_len, **point.config.stage_kwargs())
+    scores_qk, scores_kq, *_ = pool_score_call(point)(x)
+    indices, _ = ops.select(scores_qk, scores_kq, point.seq_len, **point.config.stage_kwargs())
     return indices
 
 

@@ -29,6 +29,7 @@ class StageState:
 
     x: Inputs
     scores: tuple
+    pooled: tuple
     indices: torch.Tensor
     slots: torch.Tensor
     selected: tuple
@@ -40,16 +41,27 @@ class StageState:
 
 
 def pool_score_call(point: Point):
+    """The layer's fused pool_score: x -> (scores_qk, scores_kq, pooled_q, pooled_k, pooled_v)."""
     kw = point.config.stage_kwargs()
     if point.config.scorer == "dilated":
         dilation = point.config.dilation
 
         def dilated(x: Inputs):
             base_qk, base_kq = dilated_base_scores(x.q, x.k, x.v, dilation=dilation)
-            return ops.pool_score(x.q, x.k, **kw, base_qk=base_qk, base_kq=base_kq)
+            return ops.pool_score_pooled(x.q, x.k, x.v, **kw, base_qk=base_qk, base_kq=base_kq)
 
         return dilated
-    return lambda x: ops.pool_score(x.q, x.k, **kw)
+    return lambda x: ops.pool_score_pooled(x.q, x.k, x.v, **kw)
+
+
+def _finer_levels_fraction(point: Point) -> float:
+    """Share of the base rows the fused gather still reads: the blocks of the kept entries of levels
+    1..L-1 (p * topk per level, a level-l entry covering pooling^(l-1) tokens) and the tail, at most all."""
+    config, n = point.config, point.seq_len
+    coarsest_block = config.pooling ** (config.levels - 1)
+    tail = n - n // coarsest_block * coarsest_block
+    finer = sum(config.pooling * config.topk * config.pooling ** (level - 1) for level in range(1, config.levels))
+    return min(1.0, (finer + tail) / n)
 
 
 def _attention(point: Point):
@@ -61,9 +73,10 @@ def build_state(point: Point, x: Inputs) -> StageState:
     kw, n = point.config.stage_kwargs(), point.seq_len
     attention = _attention(point)
     with torch.no_grad():
-        scores = pool_score_call(point)(x)
+        scores_qk, scores_kq, *pooled = pool_score_call(point)(x)
+        scores = (scores_qk, scores_kq)
         indices, slots = ops.select(*scores, n, **kw)
-        selected = ops.gather(x.q, x.k, x.v, indices, **kw)
+        selected = ops.gather(x.q, x.k, x.v, indices, **kw, pooled=pooled)
         o_sel = attention(*selected)
         out = ops.scatter(o_sel, slots, n, **kw)
         grad_o_sel = ops.scatter_backward(x.grad_out, indices, **kw)
@@ -71,7 +84,7 @@ def build_state(point: Point, x: Inputs) -> StageState:
     grad_selected = torch.autograd.grad(attention(*leaves), leaves, grad_o_sel)
     with torch.no_grad():
         grads = ops.gather_backward(*grad_selected, slots, n, **kw)
-    return StageState(x, scores, indices, slots, selected, o_sel, out, grad_o_sel, grad_selected, grads)
+    return StageState(x, scores, tuple(pooled), indices, slots, selected, o_sel, out, grad_o_sel, grad_selected, grads)
 
 
 def stage_measurables(point: Point, states: list[StageState]) -> dict[str, Measurable]:
@@ -96,14 +109,14 @@ def stage_measurables(point: Point, states: list[StageState]) -> dict[str, Measu
     return {
         "pool_score": Measurable(
             run=no_grad(lambda s: pool_score(s.x)), prepare=pick,
-            bytes=tensor_bytes(first.x.q, first.x.k, *first.scores)
-            + (tensor_bytes(first.x.v) if point.config.scorer == "dilated" else 0)),
+            bytes=tensor_bytes(first.x.q, first.x.k, first.x.v, *first.scores, *first.pooled)),
         "select": Measurable(
             run=no_grad(lambda s: ops.select(*s.scores, n, **kw)), prepare=pick,
             bytes=tensor_bytes(*first.scores, first.indices, first.slots)),
         "gather": Measurable(
-            run=no_grad(lambda s: ops.gather(s.x.q, s.x.k, s.x.v, s.indices, **kw)), prepare=pick,
-            bytes=tensor_bytes(first.x.q, first.x.k, first.x.v, first.indices, *first.selected)),
+            run=no_grad(lambda s: ops.gather(s.x.q, s.x.k, s.x.v, s.indices, **kw, pooled=s.pooled)), prepare=pick,
+            bytes=round(tensor_bytes(first.x.q, first.x.k, first.x.v) * _finer_levels_fraction(point))
+            + tensor_bytes(*first.pooled, first.indices, *first.selected)),
         "attention": Measurable(run=no_grad(lambda s: attention(*s.selected)), prepare=pick, flops=flops),
         "scatter": Measurable(
             run=no_grad(lambda s: ops.scatter(s.o_sel, s.slots, n, **kw)), prepare=pick,
