@@ -7,16 +7,10 @@
 
 namespace lighthouse::cuda::heuristics {
 
-// pool_score: threads per block; each warp stages tiles of 32 rows of one
-// head x kPoolChunkBytes per row through shared memory, loading the next
-// tile into registers (kPoolChunkBytes / 16 16-byte loads per lane) while it
-// sums the current one.
+// pool_score: threads per block; each warp stages 32 rows of one head
+// through shared memory in chunks of kPoolChunkBytes per row.
 constexpr int kPoolThreads = 256;
-constexpr int kPoolChunkBytes = 128;
-// __launch_bounds__ minimum resident blocks of the 16-byte pool_score kernel:
-// 2 leaves it 128 registers, where it does not spill (3, at 80, and 4, at 64,
-// spill).
-constexpr int kPoolMinBlocksPerSm = 2;
+constexpr int kPoolChunkBytes = 64;
 // Base positions one pool_score block covers (a power of two). Levels whose
 // blocks fit are max-reduced in shared memory; coarser ones in a follow-up
 // launch per level.
