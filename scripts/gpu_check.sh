@@ -20,7 +20,7 @@ if [[ $# -ne 1 ]]; then
   exit 2
 fi
 mkdir -p "$1"
-OUT=$(cd "$1" && pwd)
+OUTDIR=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${LIGHTHOUSE_BUILD_DIR:-$ROOT/build-gpu}
 JOBS=${JOBS:-$(nproc)}
@@ -33,7 +33,7 @@ declare -A status seconds
 step() {
   local name=$1
   shift
-  local log="$OUT/$name.log" start rc
+  local log="$OUTDIR/$name.log" start rc
   names+=("$name")
   echo "== $name: $*" >"$log"
   echo "== $name"
@@ -64,7 +64,7 @@ sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-san
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv 2>&1
   nvcc --version 2>&1 | tail -n 2
   cmake --version 2>&1 | head -n 1
-} >"$OUT/environment.log"
+} >"$OUTDIR/environment.log"
 
 cmake_args=(-S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIGHTHOUSE_CUDA=ON
   "-DCMAKE_CUDA_ARCHITECTURES=$ARCHS" -DLIGHTHOUSE_BUILD_CLI=OFF -DLIGHTHOUSE_BUILD_BENCH=ON)
@@ -88,7 +88,7 @@ else
 fi
 
 if [[ ${status[build_tests]} == pass ]]; then
-  step gpu_tests env "GTEST_OUTPUT=xml:$OUT/gpu_tests.xml" \
+  step gpu_tests env "GTEST_OUTPUT=xml:$OUTDIR/gpu_tests.xml" \
     ctest --test-dir "$BUILD" -L gpu --output-on-failure --no-tests=error --timeout 900
   for tool in memcheck racecheck initcheck synccheck; do
     step "sanitizer_$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 "$tests_bin" --gtest_filter='GpuSmall.*'
@@ -100,7 +100,7 @@ fi
 
 if [[ ${status[build_bench]} == pass ]]; then
   # shellcheck disable=SC2086
-  step bench "$bench_bin" --json "$OUT/bench.json" --markdown "$OUT/bench.md" --commit "$commit" ${BENCH_ARGS:-}
+  step bench "$bench_bin" --json "$OUTDIR/bench.json" --markdown "$OUTDIR/bench.md" --commit "$commit" ${BENCH_ARGS:-}
 else
   skip bench "benchmark not built"
 fi
@@ -112,10 +112,10 @@ fi
   for name in "${names[@]}"; do
     echo "| $name | ${status[$name]} | ${seconds[$name]} | $name.log |"
   done
-  if [[ -f "$OUT/bench.md" ]]; then
+  if [[ -f "$OUTDIR/bench.md" ]]; then
     echo
-    grep -E "^\| (N|---|[0-9])" "$OUT/bench.md" | grep -E "N \||---|524288|forward|backward" | head -n 40
+    grep -E "^\| (N|---|[0-9])" "$OUTDIR/bench.md" | grep -E "N \||---|524288|forward|backward" | head -n 40
   fi
-} | tee "$OUT/summary.md"
-if grep -q "| FAIL" "$OUT/summary.md"; then exit 1; fi
+} | tee "$OUTDIR/summary.md"
+if grep -q "| FAIL" "$OUTDIR/summary.md"; then exit 1; fi
 exit 0

@@ -10,7 +10,7 @@
 # Each arm is a separate call so that each fits a 10-minute command limit. Needs the lighthouse
 # package installed with its CUDA kernels and the prose corpus at data/prose.jsonl.xz (or DATA=...).
 # Run folders go to runs/h200-<arm> (checkpoints included); the small artefacts (metrics,
-# summary, config, report) are copied to $OUT when it is set. MAX_MINUTES bounds each arm's
+# summary, config, report) are copied to $RESULTS_DIR when it is set. MAX_MINUTES bounds each arm's
 # training loop (default 5); a stopped arm keeps a checkpoint, so calling it again resumes.
 set -euo pipefail
 
@@ -22,8 +22,8 @@ python=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
 copy_out() {
-  [ -n "${OUT:-}" ] || return 0
-  local run=$1 dest="$OUT/$(basename "$1")"
+  [ -n "${RESULTS_DIR:-}" ] || return 0
+  local run=$1 dest="$RESULTS_DIR/$(basename "$1")"
   mkdir -p "$dest"
   for f in config.json metrics.jsonl summary.json; do
     [ -f "$run/$f" ] && cp "$run/$f" "$dest/"
@@ -45,7 +45,7 @@ case "$arm" in
   compare)
     "$python" -m lighthouse.train compare runs/h200-dense runs/h200-lighthouse --out runs/h200-compare
     cat runs/h200-compare/report.md
-    if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp -r runs/h200-compare "$OUT/"; fi
+    if [ -n "${RESULTS_DIR:-}" ]; then mkdir -p "$RESULTS_DIR" && cp -r runs/h200-compare "$RESULTS_DIR/"; fi
     ;;
   *)
     echo "unknown arm $arm (expected dense, lighthouse or compare)" >&2
