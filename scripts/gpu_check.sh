@@ -2,7 +2,8 @@
 # GPU check of the CUDA stages, run on a machine with an NVIDIA GPU:
 # configure and build (Release, Ninja, sm_90), the GPU test suite through
 # ctest, compute-sanitizer (memcheck, racecheck, initcheck, synccheck) on the
-# small all-stages test, then the stage benchmark. Every log, the test XML and
+# small all-stages test, the Python GPU tests (pytest -m gpu, against the op
+# library of the same build), then the stage benchmark. Every log, the test XML and
 # the benchmark's JSON and markdown go to OUTDIR; a summary table is printed
 # last. A failing step is recorded and the script carries on (the benchmark
 # runs even if a test fails); the exit status is non-zero if any step failed.
@@ -11,9 +12,13 @@
 #
 # Environment: LIGHTHOUSE_BUILD_DIR (default build-gpu), JOBS (default nproc),
 # LIGHTHOUSE_GTEST_SOURCE_DIR (a GoogleTest source tree when the package is
-# not installed), LIGHTHOUSE_COMMIT (else git rev-parse HEAD),
+# not installed), LIGHTHOUSE_JSON_INCLUDE_DIR (a folder holding
+# nlohmann/json.hpp when nlohmann-json is not installed), LIGHTHOUSE_COMMIT
+# (else git rev-parse HEAD),
 # CUDA_ARCHS (default 90), BENCH_ARGS (extra benchmark arguments).
 set -uo pipefail
+# Without a usable GPU the GPU suite would skip itself and pass: here that is a failure.
+export LIGHTHOUSE_REQUIRE_GPU=1
 
 if [[ $# -ne 1 ]]; then
   echo "usage: $0 OUTDIR" >&2
@@ -67,9 +72,13 @@ sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-san
 } >"$OUTDIR/environment.log"
 
 cmake_args=(-S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIGHTHOUSE_CUDA=ON
-  "-DCMAKE_CUDA_ARCHITECTURES=$ARCHS" -DLIGHTHOUSE_BUILD_CLI=OFF -DLIGHTHOUSE_BUILD_BENCH=ON)
+  "-DCMAKE_CUDA_ARCHITECTURES=$ARCHS" -DLIGHTHOUSE_BUILD_CLI=OFF -DLIGHTHOUSE_BUILD_BENCH=ON
+  -DLIGHTHOUSE_BUILD_TORCH=ON)
 if [[ -n ${LIGHTHOUSE_GTEST_SOURCE_DIR:-} ]]; then
   cmake_args+=("-DLIGHTHOUSE_GTEST_SOURCE_DIR=$LIGHTHOUSE_GTEST_SOURCE_DIR")
+fi
+if [[ -n ${LIGHTHOUSE_JSON_INCLUDE_DIR:-} ]]; then
+  cmake_args+=("-DLIGHTHOUSE_JSON_INCLUDE_DIR=$LIGHTHOUSE_JSON_INCLUDE_DIR")
 fi
 
 tests_bin="$BUILD/tests/cpp/lighthouse_gpu_tests"
@@ -78,13 +87,16 @@ bench_bin="$BUILD/bench/lighthouse_stage_bench"
 if step configure cmake "${cmake_args[@]}" -DLIGHTHOUSE_BUILD_TESTS=ON; then
   step build_bench cmake --build "$BUILD" -j "$JOBS" --target lighthouse_stage_bench
   step build_tests cmake --build "$BUILD" -j "$JOBS" --target lighthouse_gpu_tests
+  step build_torch cmake --build "$BUILD" -j "$JOBS" --target lighthouse_torch
 elif step configure_bench_only cmake "${cmake_args[@]}" -DLIGHTHOUSE_BUILD_TESTS=OFF; then
   # Typically GoogleTest is missing: set LIGHTHOUSE_GTEST_SOURCE_DIR. The benchmark still runs.
   step build_bench cmake --build "$BUILD" -j "$JOBS" --target lighthouse_stage_bench
   skip build_tests "configure with tests failed"
+  skip build_torch "configure with tests failed"
 else
   skip build_bench "configure failed"
   skip build_tests "configure failed"
+  skip build_torch "configure failed"
 fi
 
 if [[ ${status[build_tests]} == pass ]]; then
@@ -96,6 +108,13 @@ if [[ ${status[build_tests]} == pass ]]; then
 else
   skip gpu_tests "tests not built"
   for tool in memcheck racecheck initcheck synccheck; do skip "sanitizer_$tool" "tests not built"; done
+fi
+
+if [[ ${status[build_torch]} == pass ]]; then
+  step pytest_gpu env "LIGHTHOUSE_OPS_LIBRARY=$BUILD/src/torch/_lighthouse_ops.so" "PYTHONPATH=$ROOT/python" \
+    python3 -m pytest "$ROOT/tests/python" -m gpu -q -p no:cacheprovider "--junitxml=$OUTDIR/pytest_gpu.xml"
+else
+  skip pytest_gpu "op library not built"
 fi
 
 if [[ ${status[build_bench]} == pass ]]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite: C++ (GoogleTest and CLI checks through ctest) and Python
-# (pytest), everything that runs without a GPU. GPU suites are labelled
-# `gpu` (ctest) and marked `gpu` (pytest); scripts/gpu_check.sh runs them.
+# (pytest, in the project's virtual environment), everything that runs
+# without a GPU. GPU suites are labelled `gpu` (ctest) and marked `gpu`
+# (pytest); scripts/gpu_check.sh runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,4 +10,4 @@ bash scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)"
 ctest --test-dir build -LE gpu --output-on-failure -j"$(nproc)"
-python3 -m pytest tests/python -m "not gpu" -q
+.venv/bin/python -m pytest tests/python -m "not gpu" -q

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-python3 -m lighthouse.train --preset tiny --out runs/tiny "$@"
+.venv/bin/python -m lighthouse.train --preset tiny --out runs/tiny "$@"

@@ -27,6 +27,17 @@ inline Strides contiguous_bnhd(int64_t n, int64_t h, int64_t d) { return {n * h 
 // Strides of a contiguous [B, H, S, D] tensor.
 inline Strides contiguous_bhsd(int64_t h, int64_t s, int64_t d) { return {h * s * d, d, s * d}; }
 
+// Rotary position tables (RoPE) for gather and gather_backward. Row `pos` of
+// cos / sin holds the model's rotation at base position pos; a kept q or k
+// entry is rotated at the last base position it covers (docs/semantics.md,
+// "Rotary positions"). The same rows serve every head. Both null: no rotation.
+struct RopeTables {
+  const float* cos = nullptr;  // [B, N, D], or [N, D] when batch_stride is 0: row (b, pos) at b * batch_stride + pos * D
+  const float* sin = nullptr;  // [B, N, D] or [N, D], laid out as cos
+  int64_t batch_stride = 0;    // elements between batch rows; 0: one [N, D] table for every batch row
+  bool interleaved = false;    // pairs (2j, 2j+1) (torchtitan); false: pairs (j, j + D/2) (Hugging Face)
+};
+
 // pool_score: per-KV-head scores of every pyramid entry. The base score of a
 // position is ||q|| maxed over the KV head's query heads (query side) and ||k||
 // (key side), unless base scores are given (the dilated scorer); an entry of
@@ -57,12 +68,14 @@ struct PoolScoreParams {
   Strides pooled_v_strides;
 };
 
-// select: chunked, stratified, coarse-to-fine top-k per (batch, KV head),
-// kept entries in causal order, plus the inverse map used by scatter and
-// gather_backward. Ties break towards the lower index.
+// select: chunked, stratified, coarse-to-fine selection per (batch, KV
+// head) under `selection` (see Selection), kept entries in causal order, plus
+// the inverse map used by scatter and gather_backward. Ties break towards the
+// lower index.
 struct SelectParams {
   Dims dims;
   Geometry geo;
+  Selection selection = Selection::kPaper;
   const float* scores_qk = nullptr;  // [B, Hkv, pyramid_len]
   const float* scores_kq = nullptr;  // [B, Hkv, pyramid_len]
   int32_t* indices = nullptr;        // [B, Hkv, S] out: pyramid indices in causal order
@@ -72,6 +85,8 @@ struct SelectParams {
 // gather: pooled q, k, v (means of each entry's base block, accumulated in
 // fp32 in ascending position order) at the selected pyramid indices,
 // computed from the base tensors. Query heads use their KV head's indices.
+// With rope tables, each q and k mean is rounded to dtype and then rotated at
+// its entry's last covered position; v is never rotated.
 struct GatherParams {
   Dims dims;
   Geometry geo;
@@ -98,6 +113,7 @@ struct GatherParams {
   Strides pooled_k_strides;
   const void* pooled_v = nullptr;  // [B, n_L, Hkv, D]
   Strides pooled_v_strides;
+  RopeTables rope;                 // optional: rotate q_sel and k_sel (head_dim even)
 };
 
 // scatter: out[t] = sum over levels l = 1..L (in that order, fp32) of the
@@ -129,6 +145,8 @@ struct ScatterBackwardParams {
 
 // gather_backward: each base position sums grad_x_sel[s] / c_l over the kept
 // entries s that cover it, levels 1..L in that order (fp32); zero when none.
+// With rope tables, grad_q_sel and grad_k_sel rows are first rotated back
+// (the transpose of gather's rotation at the same position).
 struct GatherBackwardParams {
   Dims dims;
   Geometry geo;
@@ -146,6 +164,7 @@ struct GatherBackwardParams {
   Strides grad_k_strides;
   void* grad_v = nullptr;            // [B, N, Hkv, D] out
   Strides grad_v_strides;
+  RopeTables rope;                   // optional: the tables gather rotated with (head_dim even)
 };
 
 }  // namespace lighthouse

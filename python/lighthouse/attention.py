@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from . import _geometry, ops
+from .ops import SELECTIONS
+from .rope import apply_rope
 
 SCORERS = ("norm", "dilated")
 FALLBACKS = ("dense", "error")
@@ -39,9 +41,11 @@ def _check_inputs(q, k, v):
         )
 
 
-def check_options(*, levels, pooling, topk, tile_budget, scorer, dilation, fallback):
+def check_options(*, levels, pooling, topk, tile_budget, scorer, dilation, fallback, selection="paper"):
     """Raises ValueError for an invalid layer configuration (independent of the sequence length)."""
     _geometry.validate_config(levels, pooling, topk, tile_budget)
+    if selection not in SELECTIONS:
+        raise ValueError(f"lighthouse: selection: expected one of {SELECTIONS}, got {selection!r}")
     if scorer not in SCORERS:
         raise ValueError(f"lighthouse: scorer: expected one of {SCORERS}, got {scorer!r}")
     if scorer == "dilated" and (not isinstance(dilation, int) or dilation < 1):
@@ -99,24 +103,44 @@ def dilated_base_scores(q, k, v, *, dilation, scale=None):
 
 def lighthouse_attention(
     q, k, v, *, levels=3, pooling=4, topk=2048, tile_budget=128, scorer="norm", dilation=4, scale=None,
-    fallback="dense",
+    fallback="dense", selection="paper", rope=None, rope_interleaved=False, reduce_scores=None,
 ):
     """Lighthouse causal attention. q is [B, N, H, D], k and v are [B, N, Hkv, D]; returns [B, N, H, D].
 
     scale is the softmax scale (None: 1/sqrt(D)). When Lighthouse would not shrink the work (the kept entries
     S >= N, or N < topk * pooling^(levels-1)), fallback="dense" runs plain causal SDPA on the full sequence
     and fallback="error" raises ValueError naming seq_len.
+
+    selection picks the selection rule: "paper" (the authors' per-tile top-k, default), "lagged" (the same
+    top-k on scores lagged by one coarsest block) or "causal" (the output at position t never depends on an input
+    after t, bit for bit); docs/semantics.md defines them and what they cost.
+
+    rope: None (q and k are used as given, e.g. already rotated), or the model's rotary tables (cos, sin), each
+    [N, D], [B, N, D] or [1, N, D]. q and k must then be *un-rotated*: every kept q and k entry is rotated at
+    the last base position it covers (docs/semantics.md, "Rotary positions"), and the dense fallback and the
+    dilated scorer rotate q and k at every position themselves, so the layer means the same on every path.
+    rope_interleaved picks the pairs (2j, 2j+1) (torchtitan) instead of (j, j + D/2) (Hugging Face).
+
+    reduce_scores: None, or a function (scores_qk, scores_kq) -> (scores_qk, scores_kq) applied to the pyramid
+    scores ([B, Hkv, P] float32) before selection. Context parallelism (lighthouse.distributed) passes one
+    that takes the max over the ranks holding the other query heads of a KV head, so each rank selects
+    with the scores of the whole group.
     """
     check_options(
         levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget, scorer=scorer, dilation=dilation,
-        fallback=fallback,
+        fallback=fallback, selection=selection,
     )
     _check_inputs(q, k, v)
     seq_len = q.shape[1]
     config = {"levels": levels, "pooling": pooling, "topk": topk, "tile_budget": tile_budget}
+    tables = ops.rope_tables(rope, q.shape[0], seq_len, q.shape[3])
+
+    def rotated(x):  # x at every position, for the paths that do not run gather
+        return x if rope is None else apply_rope(x, *tables, interleaved=rope_interleaved)
+
     if not _geometry.shrinks(seq_len, **config):
         if fallback == "dense":
-            return dense_causal_attention(q, k, v, scale=scale)
+            return dense_causal_attention(rotated(q), rotated(k), v, scale=scale)
         geo = _geometry.geometry(seq_len, **config)  # raises when seq_len is below the minimum
         raise ValueError(
             f"lighthouse: seq_len: expected a length for which Lighthouse keeps fewer entries than seq_len, "
@@ -124,10 +148,18 @@ def lighthouse_attention(
         )
     base_qk = base_kq = None
     if scorer == "dilated":
-        base_qk, base_kq = dilated_base_scores(q, k, v, dilation=dilation, scale=scale)
+        # The scorer's attention sees q and k as the model means them: rotated at every position.
+        base_qk, base_kq = dilated_base_scores(
+            rotated(q.detach()), rotated(k.detach()), v, dilation=dilation, scale=scale
+        )
     scores_qk, scores_kq, *pooled = ops.pool_score_pooled(q, k, v, **config, base_qk=base_qk, base_kq=base_kq)
-    indices, slots = ops.select(scores_qk, scores_kq, seq_len, **config)
-    q_sel, k_sel, v_sel = ops.gather(q, k, v, indices, **config, pooled=pooled)
+    if reduce_scores is not None:
+        scores_qk, scores_kq = reduce_scores(scores_qk, scores_kq)
+    indices, slots = ops.select(scores_qk, scores_kq, seq_len, **config, selection=selection)
+    q_sel, k_sel, v_sel = ops.gather(
+        q, k, v, indices, **config, pooled=pooled, rope=None if rope is None else tables,
+        rope_interleaved=rope_interleaved,
+    )
     o_sel = F.scaled_dot_product_attention(
         q_sel, k_sel, v_sel, is_causal=True, scale=scale, enable_gqa=q.shape[2] != k.shape[2]
     )

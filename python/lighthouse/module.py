@@ -3,7 +3,9 @@ attention layers of a model between Lighthouse and dense SDPA (e.g. for the fina
 
 from torch import nn
 
+from . import ops
 from .attention import check_options, dense_causal_attention, lighthouse_attention
+from .rope import apply_rope
 
 MODES = ("lighthouse", "dense")
 # Attribute holding a layer's mode, on LighthouseAttention modules and on Hugging Face attention modules.
@@ -19,11 +21,14 @@ class LighthouseAttention(nn.Module):
     """Causal attention of q [B, N, H, D], k and v [B, N, Hkv, D] -> [B, N, H, D].
 
     mode "lighthouse" runs lighthouse_attention with the given options; mode "dense" runs plain causal SDPA.
+    forward(q, k, v, rope=(cos, sin)) takes un-rotated q and k and the model's rotary tables (see
+    lighthouse_attention; rope_interleaved picks the pair convention); mode "dense" then rotates q and k at
+    every position before SDPA.
     """
 
     def __init__(
         self, *, levels=3, pooling=4, topk=2048, tile_budget=128, scorer="norm", dilation=4, scale=None,
-        fallback="dense", mode="lighthouse",
+        fallback="dense", mode="lighthouse", rope_interleaved=False,
     ):
         super().__init__()
         check_options(
@@ -33,15 +38,18 @@ class LighthouseAttention(nn.Module):
         _check_mode(mode)
         self.options = {
             "levels": levels, "pooling": pooling, "topk": topk, "tile_budget": tile_budget, "scorer": scorer,
-            "dilation": dilation, "fallback": fallback,
+            "dilation": dilation, "fallback": fallback, "rope_interleaved": rope_interleaved,
         }
         self.scale = scale
         self.lighthouse_mode = mode
 
-    def forward(self, q, k, v):
+    def forward(self, q, k, v, rope=None):
         if self.lighthouse_mode == "dense":
+            if rope is not None:
+                tables = ops.rope_tables(rope, q.shape[0], q.shape[1], q.shape[3])
+                q, k = (apply_rope(x, *tables, interleaved=self.options["rope_interleaved"]) for x in (q, k))
             return dense_causal_attention(q, k, v, scale=self.scale)
-        return lighthouse_attention(q, k, v, scale=self.scale, **self.options)
+        return lighthouse_attention(q, k, v, scale=self.scale, rope=rope, **self.options)
 
     def extra_repr(self):
         options = ", ".join(f"{key}={value!r}" for key, value in self.options.items())

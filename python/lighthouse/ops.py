@@ -12,6 +12,10 @@ q, k, v (the same bits). The pooled tensors are a gradient-free cache of values 
 gather's gradient reaches q, k, v through gather_backward, the exact adjoint of gather as a function of q, k,
 v, so the pooled tensors themselves must not require grad.
 
+Rotary positions: gather(rope=(cos, sin)) takes un-rotated q and k and rotates every kept q and k entry at the
+last base position it covers (docs/semantics.md, "Rotary positions"); gather_backward(rope=...) rotates their
+gradients back. The tables are gradient-free constants of both maps.
+
 Layouts: q is [B, N, H, D], k and v are [B, N, Hkv, D] (H % Hkv == 0, unit-stride last dimension, any other
 strides). Scores and slots are [B, Hkv, P] with P the pyramid length, indices [B, Hkv, S] with S the kept
 entries. gather returns [B, H|Hkv, S, D] views of [B, S, H|Hkv, D] memory, the layout fused SDPA kernels read
@@ -23,6 +27,7 @@ import torch
 from . import _geometry
 
 _OPS = torch.ops.lighthouse
+SELECTIONS = ("paper", "lagged", "causal")
 
 
 def pool_score(q, k, *, levels, pooling, topk, tile_budget=128, base_qk=None, base_kq=None):
@@ -47,24 +52,61 @@ def pool_score_pooled(q, k, v, *, levels, pooling, topk, tile_budget=128, base_q
     )
 
 
-def select(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_budget=128):
-    """Chunked coarse-to-fine top-k: (indices [B, Hkv, S] int32 in causal order, slots [B, Hkv, P] int32).
+def select(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_budget=128, selection="paper"):
+    """Chunked coarse-to-fine selection: (indices [B, Hkv, S] int32 in causal order, slots [B, Hkv, P] int32).
 
-    slots maps a pyramid entry to its position in indices, or -1 when the entry is not kept.
+    slots maps a pyramid entry to its position in indices, or -1 when the entry is not kept. selection is the
+    rule: "paper" (per-tile top-k on each entry's own score), "lagged" (the same top-k on the score of the entry
+    one coarsest block earlier) or "causal" (a streaming rule under which the output at t never depends on an
+    input after t); docs/semantics.md defines them.
     """
-    return _OPS.select(scores_qk, scores_kq, seq_len, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget)
+    return _OPS.select(
+        scores_qk, scores_kq, seq_len, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget,
+        selection=selection,
+    )
 
 
-def gather(q, k, v, indices, *, levels, pooling, topk, tile_budget=128, pooled=None):
+def rope_tables(rope, batch, seq_len, head_dim):
+    """The op arguments (rope_cos, rope_sin) for rope = None or a pair (cos, sin) of rotation tables.
+
+    Each table is [seq_len, head_dim], [batch, seq_len, head_dim] or [1, seq_len, head_dim] (one table for every
+    batch row, passed on as 2-d); it is converted to a contiguous float32 tensor, the layout the kernels read.
+    Raises ValueError naming rope_cos / rope_sin for anything else.
+    """
+    if rope is None:
+        return None, None
+    if not isinstance(rope, (tuple, list)) or len(rope) != 2:
+        _fail("rope", "a pair (cos, sin) of tables", type(rope).__name__)
+    tables = []
+    for name, table in zip(("rope_cos", "rope_sin"), rope):
+        if not isinstance(table, torch.Tensor) or table.dim() not in (2, 3):
+            got = f"{table.dim()} dimensions {list(table.shape)}" if isinstance(table, torch.Tensor) else table
+            _fail(name, "a tensor [seq_len, head_dim] or [batch, seq_len, head_dim]", got)
+        if table.dim() == 3 and table.shape[0] == 1 and batch != 1:
+            table = table[0]
+        expected = [seq_len, head_dim] if table.dim() == 2 else [batch, seq_len, head_dim]
+        if list(table.shape) != expected:
+            _fail(f"{name}.shape", f"{expected} ([seq_len, head_dim] or [batch, seq_len, head_dim])", list(table.shape))
+        tables.append(table.to(torch.float32).contiguous())
+    return tuple(tables)
+
+
+def gather(q, k, v, indices, *, levels, pooling, topk, tile_budget=128, pooled=None, rope=None,
+           rope_interleaved=False):
     """Pooled q, k, v at the selected entries: (q_sel [B, H, S, D], k_sel [B, Hkv, S, D], v_sel [B, Hkv, S, D]).
 
     pooled: None, or (pooled_q, pooled_k, pooled_v) from pool_score_pooled on the same q, k, v and
     configuration; level-L entries are then copied from them (same result, less reading of q, k, v).
+    rope: None, or (cos, sin) rotation tables ([N, D], [B, N, D] or [1, N, D]; converted to contiguous
+    float32, see rope_tables). q and k are then un-rotated inputs: every kept q and k entry is rotated at the
+    last base position it covers, (i + 1) * pooling^(l-1) - 1 for entry i of level l; v is not rotated.
+    rope_interleaved picks the pairs (2j, 2j+1) (torchtitan) instead of (j, j + D/2) (Hugging Face).
     """
     pooled_q, pooled_k, pooled_v = (None, None, None) if pooled is None else pooled
+    rope_cos, rope_sin = rope_tables(rope, q.shape[0], q.shape[1], q.shape[-1])
     return _OPS.gather(
-        q, k, v, indices, pooled_q, pooled_k, pooled_v, levels=levels, pooling=pooling, topk=topk,
-        tile_budget=tile_budget,
+        q, k, v, indices, pooled_q, pooled_k, pooled_v, rope_cos, rope_sin, levels=levels, pooling=pooling,
+        topk=topk, tile_budget=tile_budget, rope_interleaved=rope_interleaved,
     )
 
 
@@ -78,11 +120,17 @@ def scatter_backward(grad_out, indices, *, levels, pooling, topk, tile_budget=12
     return _OPS.scatter_backward(grad_out, indices, levels=levels, pooling=pooling, topk=topk, tile_budget=tile_budget)
 
 
-def gather_backward(grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len, *, levels, pooling, topk, tile_budget=128):
-    """Gradient of gather: (grad_q [B, N, H, D], grad_k [B, N, Hkv, D], grad_v [B, N, Hkv, D])."""
+def gather_backward(grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len, *, levels, pooling, topk, tile_budget=128,
+                    rope=None, rope_interleaved=False):
+    """Gradient of gather: (grad_q [B, N, H, D], grad_k [B, N, Hkv, D], grad_v [B, N, Hkv, D]).
+
+    rope / rope_interleaved: the tables and convention gather rotated with (as in gather); the q and k
+    gradients are then rotated back before they are spread over the base positions.
+    """
+    rope_cos, rope_sin = rope_tables(rope, grad_q_sel.shape[0], seq_len, grad_q_sel.shape[-1])
     return _OPS.gather_backward(
-        grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len, levels=levels, pooling=pooling, topk=topk,
-        tile_budget=tile_budget,
+        grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len, rope_cos, rope_sin, levels=levels, pooling=pooling,
+        topk=topk, tile_budget=tile_budget, rope_interleaved=rope_interleaved,
     )
 
 
@@ -140,9 +188,11 @@ def _pool_score_pooled_fake(q, k, v, base_qk=None, base_kq=None, *, levels, pool
 
 
 @torch.library.register_fake("lighthouse::select")
-def _select_fake(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_budget=128):
+def _select_fake(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_budget=128, selection="paper"):
     _check_devices([("scores_qk", scores_qk), ("scores_kq", scores_kq)])
     _check_rank(scores_qk, 3, "scores_qk", "[batch, kv_heads, pyramid_len]")
+    if selection not in SELECTIONS:
+        _fail("selection", f"one of {SELECTIONS}", repr(selection))
     geo = _geometry.geometry(seq_len, levels, pooling, topk, tile_budget)
     batch, kv_heads, _ = scores_qk.shape
     indices = scores_qk.new_empty((batch, kv_heads, geo.kept), dtype=torch.int32)
@@ -150,16 +200,22 @@ def _select_fake(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_b
     return indices, slots
 
 
+def _check_rope_given(rope_cos, rope_sin):
+    if (rope_cos is None) != (rope_sin is None):
+        _fail("rope_cos, rope_sin", "both given or neither", "only rope_cos" if rope_sin is None else "only rope_sin")
+
+
 @torch.library.register_fake("lighthouse::gather")
-def _gather_fake(q, k, v, indices, pooled_q=None, pooled_k=None, pooled_v=None, *, levels, pooling, topk,
-                 tile_budget=128):
+def _gather_fake(q, k, v, indices, pooled_q=None, pooled_k=None, pooled_v=None, rope_cos=None, rope_sin=None, *,
+                 levels, pooling, topk, tile_budget=128, rope_interleaved=False):
     _check_devices([
         ("q", q), ("k", k), ("v", v), ("indices", indices), ("pooled_q", pooled_q), ("pooled_k", pooled_k),
-        ("pooled_v", pooled_v),
+        ("pooled_v", pooled_v), ("rope_cos", rope_cos), ("rope_sin", rope_sin),
     ])
     given = sum(t is not None for t in (pooled_q, pooled_k, pooled_v))
     if given not in (0, 3):
         _fail("pooled_q, pooled_k, pooled_v", "all three or none", f"{given} given")
+    _check_rope_given(rope_cos, rope_sin)
     _check_rank(q, 4, "q", "[batch, seq_len, heads, head_dim]")
     _check_rank(k, 4, "k", "[batch, seq_len, kv_heads, head_dim]")
     batch, seq_len, heads, head_dim = q.shape
@@ -191,8 +247,13 @@ def _scatter_backward_fake(grad_out, indices, *, levels, pooling, topk, tile_bud
 
 
 @torch.library.register_fake("lighthouse::gather_backward")
-def _gather_backward_fake(grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len, *, levels, pooling, topk, tile_budget=128):
-    _check_devices([("grad_q_sel", grad_q_sel), ("grad_k_sel", grad_k_sel), ("grad_v_sel", grad_v_sel), ("slots", slots)])
+def _gather_backward_fake(grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len, rope_cos=None, rope_sin=None, *, levels,
+                          pooling, topk, tile_budget=128, rope_interleaved=False):
+    _check_devices([
+        ("grad_q_sel", grad_q_sel), ("grad_k_sel", grad_k_sel), ("grad_v_sel", grad_v_sel), ("slots", slots),
+        ("rope_cos", rope_cos), ("rope_sin", rope_sin),
+    ])
+    _check_rope_given(rope_cos, rope_sin)
     _check_rank(grad_q_sel, 4, "grad_q_sel", "[batch, heads, kept, head_dim]")
     _check_rank(grad_k_sel, 4, "grad_k_sel", "[batch, kv_heads, kept, head_dim]")
     _geometry.geometry(seq_len, levels, pooling, topk, tile_budget)
@@ -250,37 +311,53 @@ def _pyramid_len(seq_len, config):
 # backward is the other (which also makes double backward work).
 
 
-def _gather_setup(ctx, inputs, keyword_only_inputs, output):
-    q, _, _, indices, *pooled = inputs
-    for name, t in zip(("pooled_q", "pooled_k", "pooled_v"), pooled):
+# The rope tables are constants of both maps (no gradient); each op hands them, with the convention, to its
+# adjoint, which rotates back exactly what it rotated.
+
+
+def _check_gradient_free(names, tensors, why):
+    for name, t in zip(names, tensors):
         if t is not None and t.requires_grad:
-            _fail(name, "a gradient-free tensor (gather's gradient reaches q, k, v directly)", "one that requires grad")
+            _fail(name, f"a gradient-free tensor ({why})", "one that requires grad")
+
+
+def _gather_setup(ctx, inputs, keyword_only_inputs, output):
+    q, _, _, indices, *pooled, rope_cos, rope_sin = inputs
+    _check_gradient_free(("pooled_q", "pooled_k", "pooled_v"), pooled, "gather's gradient reaches q, k, v directly")
+    _check_gradient_free(("rope_cos", "rope_sin"), (rope_cos, rope_sin), "the rotation tables get no gradient")
     ctx.config = _config(keyword_only_inputs)
+    ctx.rope_interleaved = keyword_only_inputs["rope_interleaved"]
     ctx.seq_len = q.shape[1]
-    ctx.save_for_backward(indices)
+    ctx.save_for_backward(indices, rope_cos, rope_sin)
 
 
 def _gather_grad(ctx, grad_q_sel, grad_k_sel, grad_v_sel):
-    (indices,) = ctx.saved_tensors
+    indices, rope_cos, rope_sin = ctx.saved_tensors
     slots = _slots_from_indices(indices, _pyramid_len(ctx.seq_len, ctx.config))
     grads = (_unit_last_stride(g) for g in (grad_q_sel, grad_k_sel, grad_v_sel))
-    grad_q, grad_k, grad_v = _OPS.gather_backward(*grads, slots, ctx.seq_len, **ctx.config)
-    return grad_q, grad_k, grad_v, None, None, None, None
+    grad_q, grad_k, grad_v = _OPS.gather_backward(
+        *grads, slots, ctx.seq_len, rope_cos, rope_sin, **ctx.config, rope_interleaved=ctx.rope_interleaved
+    )
+    return grad_q, grad_k, grad_v, None, None, None, None, None, None
 
 
 def _gather_backward_setup(ctx, inputs, keyword_only_inputs, output):
-    grad_q_sel, _, _, slots, _ = inputs
+    grad_q_sel, _, _, slots, _, rope_cos, rope_sin = inputs
+    _check_gradient_free(("rope_cos", "rope_sin"), (rope_cos, rope_sin), "the rotation tables get no gradient")
     ctx.config = _config(keyword_only_inputs)
+    ctx.rope_interleaved = keyword_only_inputs["rope_interleaved"]
     ctx.kept = grad_q_sel.shape[2]
-    ctx.save_for_backward(slots)
+    ctx.save_for_backward(slots, rope_cos, rope_sin)
 
 
 def _gather_backward_grad(ctx, grad_grad_q, grad_grad_k, grad_grad_v):
-    (slots,) = ctx.saved_tensors
+    slots, rope_cos, rope_sin = ctx.saved_tensors
     indices = _indices_from_slots(slots, ctx.kept)
     grads = (_unit_last_stride(g) for g in (grad_grad_q, grad_grad_k, grad_grad_v))
-    grad_q_sel, grad_k_sel, grad_v_sel = _OPS.gather(*grads, indices, **ctx.config)
-    return grad_q_sel, grad_k_sel, grad_v_sel, None, None
+    grad_q_sel, grad_k_sel, grad_v_sel = _OPS.gather(
+        *grads, indices, None, None, None, rope_cos, rope_sin, **ctx.config, rope_interleaved=ctx.rope_interleaved
+    )
+    return grad_q_sel, grad_k_sel, grad_v_sel, None, None, None, None
 
 
 def _scatter_setup(ctx, inputs, keyword_only_inputs, output):

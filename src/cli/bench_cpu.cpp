@@ -118,10 +118,10 @@ int bench_cpu(const Args& args) {
   }
 
   const Geometry& g = layer.geometry();
-  std::printf("lighthouse bench-cpu: batch %lld, heads %lld, kv_heads %lld, head_dim %lld, dtype %s, scorer %s\n",
+  std::printf("lighthouse bench-cpu: batch %lld, heads %lld, kv_heads %lld, head_dim %lld, dtype %s, scorer %s, selection %s\n",
               static_cast<long long>(dims.batch), static_cast<long long>(dims.heads),
               static_cast<long long>(dims.kv_heads), static_cast<long long>(dims.head_dim), dtype_name(dtype).c_str(),
-              scorer_name(config.scorer));
+              scorer_name(config.scorer), selection_name(config.selection));
   std::printf("levels %d, pooling %d, topk %lld, tile_budget %d, threads %d, repeats %lld, seed %lld\n",
               config.levels, config.pooling, static_cast<long long>(config.topk), config.tile_budget, num_threads(),
               static_cast<long long>(repeats), static_cast<long long>(seed));

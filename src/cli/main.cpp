@@ -45,6 +45,7 @@ layer options:
   --tile-budget m     entries one selection tile picks per level (default 128)
   --scorer S          norm | dilated (default norm)
   --dilation d        residue classes of the dilated scorer (default 4)
+  --selection R       paper | lagged | causal (default paper; see docs/semantics.md)
 
   lighthouse --help   this text
 )";

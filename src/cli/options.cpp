@@ -15,7 +15,8 @@ int to_int(const std::string& option, int64_t v) {
 }  // namespace
 
 const std::set<std::string>& config_options() {
-  static const std::set<std::string> names = {"--levels", "--pooling", "--topk", "--tile-budget", "--scorer", "--dilation"};
+  static const std::set<std::string> names = {"--levels", "--pooling", "--topk", "--tile-budget", "--scorer", "--dilation",
+                                              "--selection"};
   return names;
 }
 
@@ -27,13 +28,15 @@ void apply_config_options(const Args& args, Config& c) {
   if (auto v = args.text("--scorer")) c.scorer = parse_scorer("--scorer", *v);
   if (auto v = args.integer("--dilation")) c.dilation = to_int("--dilation", *v);
   try {
+    if (auto v = args.text("--selection")) c.selection = parse_selection(*v);
     validate(c);
   } catch (const Error& e) {
     rethrow_as_option(e, {{"levels", "--levels"},
                           {"pooling", "--pooling"},
                           {"topk", "--topk"},
                           {"tile_budget", "--tile-budget"},
-                          {"dilation", "--dilation"}});
+                          {"dilation", "--dilation"},
+                          {"selection", "--selection"}});
   }
 }
 

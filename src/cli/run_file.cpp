@@ -80,6 +80,7 @@ Config config_from(const Args& args, const io::SafeTensors& file) {
   }
   if (const auto s = io::metadata_string(file, "scorer")) c.scorer = parse_scorer("metadata 'scorer'", *s);
   if (const auto d = io::metadata_int(file, "dilation")) c.dilation = static_cast<int>(*d);
+  if (const auto s = io::metadata_string(file, "selection")) c.selection = parse_selection(*s);
   apply_config_options(args, c);
   return c;
 }
@@ -166,6 +167,7 @@ int run_file(const Args& args) {
                      {"topk", std::to_string(config.topk)},
                      {"tile_budget", std::to_string(config.tile_budget)},
                      {"scorer", scorer_name(config.scorer)},
+                     {"selection", selection_name(config.selection)},
                      {"S", std::to_string(geo.kept)},
                      {"pyramid_len", std::to_string(geo.pyramid_len)}};
   result.tensors["indices"] = io::from_int32(layer.indices(), {dims.batch, dims.kv_heads, geo.kept});

@@ -51,6 +51,16 @@ int count_pooled(const void* q, const void* k, const void* v) {
   return set;
 }
 
+// The optional rope tables: cos and sin both or neither; rotation pairs need
+// an even head_dim.
+void check_rope(const RopeTables& r, const Dims& d) {
+  if ((r.cos == nullptr) != (r.sin == nullptr))
+    fail("rope.cos, rope.sin", "both set or neither", r.cos != nullptr ? "only rope.cos set" : "only rope.sin set");
+  if (r.cos == nullptr) return;
+  if (d.head_dim % 2 != 0) fail("dims.head_dim", "an even head_dim when rope tables are given", d.head_dim);
+  if (r.batch_stride < 0) fail("rope.batch_stride", "a non-negative element stride", r.batch_stride);
+}
+
 }  // namespace
 
 void check(const PoolScoreParams& p) {
@@ -87,6 +97,8 @@ void check(const SelectParams& p) {
   check_ptr(p.scores_kq, "scores_kq");
   check_ptr(p.indices, "indices");
   check_ptr(p.slots, "slots");
+  if (p.selection != Selection::kPaper && p.selection != Selection::kLagged && p.selection != Selection::kCausal)
+    fail("selection", "paper (0), lagged (1) or causal (2)", static_cast<int>(p.selection));
 }
 
 void check(const GatherParams& p) {
@@ -113,6 +125,7 @@ void check(const GatherParams& p) {
     check_strides(p.pooled_k_strides, "pooled_k_strides", d.batch, n, d.kv_heads, false);
     check_strides(p.pooled_v_strides, "pooled_v_strides", d.batch, n, d.kv_heads, false);
   }
+  check_rope(p.rope, d);
 }
 
 void check(const ScatterParams& p) {
@@ -155,6 +168,7 @@ void check(const GatherBackwardParams& p) {
   check_strides(p.grad_q_strides, "grad_q_strides", d.batch, d.seq_len, d.heads, true);
   check_strides(p.grad_k_strides, "grad_k_strides", d.batch, d.seq_len, d.kv_heads, true);
   check_strides(p.grad_v_strides, "grad_v_strides", d.batch, d.seq_len, d.kv_heads, true);
+  check_rope(p.rope, d);
 }
 
 }  // namespace lighthouse

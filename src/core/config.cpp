@@ -33,6 +33,8 @@ void validate(const Config& c) {
     fail("topk", "a positive multiple of tile_budget (" + std::to_string(c.tile_budget) + ")", c.topk);
   if (c.scorer != Scorer::kNorm && c.scorer != Scorer::kDilated)
     fail("scorer", "norm (0) or dilated (1)", static_cast<int>(c.scorer));
+  if (c.selection != Selection::kPaper && c.selection != Selection::kLagged && c.selection != Selection::kCausal)
+    fail("selection", "paper (0), lagged (1) or causal (2)", static_cast<int>(c.selection));
   if (c.scorer == Scorer::kDilated && c.dilation < 1) fail("dilation", "an integer >= 1", c.dilation);
   if (!(c.scale >= 0.0f) || std::isinf(c.scale)) fail("scale", "a finite value >= 0 (0: 1/sqrt(head_dim))", c.scale);
 }
@@ -69,6 +71,21 @@ bool shrinks(const Config& c, int64_t seq_len) {
   const int64_t block = coarsest_block(c);
   const int64_t kept = seq_len / block + int64_t{c.levels - 1} * c.pooling * c.topk + seq_len % block;
   return kept < seq_len;
+}
+
+Selection parse_selection(const std::string& name) {
+  for (Selection rule : {Selection::kPaper, Selection::kLagged, Selection::kCausal})
+    if (name == selection_name(rule)) return rule;
+  fail("selection", "one of \"paper\", \"lagged\", \"causal\"", "\"" + name + "\"");
+}
+
+const char* selection_name(Selection rule) {
+  switch (rule) {
+    case Selection::kPaper: return "paper";
+    case Selection::kLagged: return "lagged";
+    case Selection::kCausal: return "causal";
+  }
+  return "unknown";
 }
 
 float softmax_scale(const Config& c, int64_t head_dim) {

@@ -1,11 +1,13 @@
 // CPU gather: pooled q, k, v of the kept entries, computed from the base
-// tensors (mean of the entry's block, ascending positions, fp32 sums).
+// tensors (mean of the entry's block, ascending positions, fp32 sums), q and
+// k rotated at the entry's last position when rope tables are given.
 #include <algorithm>
 #include <vector>
 
 #include "lighthouse/checks.h"
 #include "lighthouse/cpu.h"
 #include "lighthouse/detail/access.h"
+#include "lighthouse/detail/rope.h"
 #include "lighthouse/threading.h"
 
 namespace lighthouse::cpu {
@@ -14,9 +16,36 @@ namespace {
 // Kept entries handled by one parallel work item.
 constexpr int64_t kEntriesPerItem = 64;
 
+// Where a gathered row goes: the output row and, for q and k with rope
+// tables, the table rows (nullptr: stored unrotated).
+struct RowTarget {
+  void* dst;
+  int64_t offset;
+  const float* cos;
+  const float* sin;
+};
+
+// Stores row x of `dim` values. With tables, each value is first rounded to
+// T and the row then rotated (x holds the rounded values afterwards).
+template <typename T>
+void store_row(std::vector<detail::acc_t<T>>& x, const RowTarget& out, int64_t dim, bool interleaved) {
+  if (out.cos == nullptr) {
+    for (int64_t d = 0; d < dim; ++d) detail::store<T>(out.dst, out.offset + d, x[d]);
+    return;
+  }
+  for (int64_t d = 0; d < dim; ++d) x[d] = detail::round_to<T>(x[d]);
+  for (int64_t d = 0; d < dim; ++d) {
+    const int64_t partner = detail::rope_partner(d, dim, interleaved);
+    detail::store<T>(out.dst, out.offset + d,
+                     detail::rope_rotate(x[d], x[partner], out.cos[d], out.sin[d],
+                                         detail::rope_first(d, dim, interleaved)));
+  }
+}
+
+// Mean of rows [first, first + count) of (b, head), into acc.
 template <typename T>
 void pool_row(const void* src, const Strides& ss, int64_t b, int64_t head, int64_t first, int64_t count,
-              void* dst, int64_t dst_offset, int64_t dim, std::vector<detail::acc_t<T>>& acc) {
+              int64_t dim, std::vector<detail::acc_t<T>>& acc) {
   std::fill(acc.begin(), acc.end(), detail::acc_t<T>(0));
   for (int64_t t = first; t < first + count; ++t) {
     const int64_t o = detail::at(ss, b, t, head);
@@ -24,15 +53,15 @@ void pool_row(const void* src, const Strides& ss, int64_t b, int64_t head, int64
   }
   // count is a power of two, so the reciprocal is exact.
   const detail::acc_t<T> inv = detail::acc_t<T>(1) / static_cast<detail::acc_t<T>>(count);
-  for (int64_t d = 0; d < dim; ++d) detail::store<T>(dst, dst_offset + d, acc[d] * inv);
+  for (int64_t d = 0; d < dim; ++d) acc[d] *= inv;
 }
 
-// Copies row (b, local, head) of a pooled level-L tensor.
+// Row (b, local, head) of a pooled level-L tensor, into acc.
 template <typename T>
-void copy_row(const void* src, const Strides& ss, int64_t b, int64_t local, int64_t head, void* dst,
-              int64_t dst_offset, int64_t dim) {
+void copy_row(const void* src, const Strides& ss, int64_t b, int64_t local, int64_t head, int64_t dim,
+              std::vector<detail::acc_t<T>>& acc) {
   const int64_t o = detail::at(ss, b, local, head);
-  for (int64_t d = 0; d < dim; ++d) detail::store<T>(dst, dst_offset + d, detail::load<T>(src, o + d));
+  for (int64_t d = 0; d < dim; ++d) acc[d] = detail::load<T>(src, o + d);
 }
 
 template <typename T>
@@ -41,6 +70,7 @@ void gather_typed(const GatherParams& p) {
   const Geometry& g = p.geo;
   const int64_t group = d.heads / d.kv_heads;
   const int64_t chunks = (g.kept + kEntriesPerItem - 1) / kEntriesPerItem;
+  const bool rope = p.rope.cos != nullptr;
   parallel_for(d.batch * d.kv_heads * chunks, [&](int64_t item) {
     const int64_t bg = item / chunks, chunk = item % chunks;
     const int64_t b = bg / d.kv_heads, kvh = bg % d.kv_heads;
@@ -49,19 +79,33 @@ void gather_typed(const GatherParams& p) {
     for (int64_t s = chunk * kEntriesPerItem; s < end; ++s) {
       const int64_t pyr = p.indices[bg * g.kept + s];
       const int level = g.level_of(pyr);
-      const int64_t c = g.block(level), first = (pyr - g.offset(level)) * c;
-      if (level == g.levels && p.pooled_q != nullptr) {  // pool_score already pooled level L
-        const int64_t local = pyr - g.offset(level);
-        for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
-          copy_row<T>(p.pooled_q, p.pooled_q_strides, b, local, h, p.q_sel, detail::at(p.q_sel_strides, b, s, h), d.head_dim);
-        copy_row<T>(p.pooled_k, p.pooled_k_strides, b, local, kvh, p.k_sel, detail::at(p.k_sel_strides, b, s, kvh), d.head_dim);
-        copy_row<T>(p.pooled_v, p.pooled_v_strides, b, local, kvh, p.v_sel, detail::at(p.v_sel_strides, b, s, kvh), d.head_dim);
-        continue;
+      const int64_t local = pyr - g.offset(level);
+      const int64_t c = g.block(level), first = local * c;
+      const float* cos = nullptr;
+      const float* sin = nullptr;
+      if (rope) {
+        const int64_t row = detail::rope_row(p.rope, b, detail::rope_position(g, level, local), d.head_dim);
+        cos = p.rope.cos + row;
+        sin = p.rope.sin + row;
       }
+      // pool_score may already have pooled level L: copy those means.
+      const bool copy = level == g.levels && p.pooled_q != nullptr;
+      auto row = [&](const void* src, const Strides& ss, const void* pooled, const Strides& ps, int64_t head,
+                     const RowTarget& out) {
+        if (copy) {
+          copy_row<T>(pooled, ps, b, local, head, d.head_dim, acc);
+        } else {
+          pool_row<T>(src, ss, b, head, first, c, d.head_dim, acc);
+        }
+        store_row<T>(acc, out, d.head_dim, p.rope.interleaved);
+      };
       for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
-        pool_row<T>(p.q, p.q_strides, b, h, first, c, p.q_sel, detail::at(p.q_sel_strides, b, s, h), d.head_dim, acc);
-      pool_row<T>(p.k, p.k_strides, b, kvh, first, c, p.k_sel, detail::at(p.k_sel_strides, b, s, kvh), d.head_dim, acc);
-      pool_row<T>(p.v, p.v_strides, b, kvh, first, c, p.v_sel, detail::at(p.v_sel_strides, b, s, kvh), d.head_dim, acc);
+        row(p.q, p.q_strides, p.pooled_q, p.pooled_q_strides, h,
+            {p.q_sel, detail::at(p.q_sel_strides, b, s, h), cos, sin});
+      row(p.k, p.k_strides, p.pooled_k, p.pooled_k_strides, kvh,
+          {p.k_sel, detail::at(p.k_sel_strides, b, s, kvh), cos, sin});
+      row(p.v, p.v_strides, p.pooled_v, p.pooled_v_strides, kvh,
+          {p.v_sel, detail::at(p.v_sel_strides, b, s, kvh), nullptr, nullptr});
     }
   });
 }

@@ -94,6 +94,7 @@ void Layer::forward(void* out, Strides out_strides) {
     SelectParams p;
     p.dims = d;
     p.geo = geo_;
+    p.selection = config_.selection;
     p.scores_qk = scores_qk_.data();
     p.scores_kq = scores_kq_.data();
     p.indices = indices_.data();

@@ -6,25 +6,33 @@
 // stores are coalesced row by row. Grid: y over (batch, KV head), x over S.
 // With pool_score's pooled level-L tensors given, level-L entries (most of
 // the bytes) are copied from them instead of re-pooled from the base.
+// With rope tables, a thread owns whole rotation pairs (rope.cuh): for
+// rotate-half, a chunk in the first half of the row and its partner chunk
+// D/2 further; q and k means are rounded to T, rotated and stored.
 #include <string>
 
 #include "common.cuh"
 #include "heuristics.h"
 #include "lighthouse/checks.h"
 #include "lighthouse/cuda.h"
+#include "rope.cuh"
 
 namespace lighthouse::cuda {
 namespace {
 
 namespace hz = heuristics;
+using detail::RopeMode;
 
-template <typename T, int W>
-__global__ void __launch_bounds__(hz::kStreamThreads) gather_kernel(GatherParams p, int64_t group, int vecs) {
+template <typename T, int W, RopeMode M>
+__global__ void __launch_bounds__(hz::kStreamThreads)
+    gather_kernel(GatherParams p, int64_t group, int items, detail::ItemLayout layout) {
+  constexpr int C = detail::rope_chunks<M>();
   const Geometry& g = p.geo;
   const int64_t S = g.kept, kvn = p.dims.kv_heads;
-  const int row_len = static_cast<int>(group + 2) * vecs;
+  const int row_len = static_cast<int>(group + 2) * items;
   for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
-    const int64_t r = inner / vecs, col = int64_t{inner % vecs} * W;
+    const int64_t step = M == RopeMode::kPair ? layout.step : 1;  // constant 1 without pairs
+    const int64_t r = inner / items, col = int64_t{inner % items} * W * step;
     const bool is_q = r < group;
     const void* src = is_q ? p.q : (r == group ? p.k : p.v);
     const Strides ss = is_q ? p.q_strides : (r == group ? p.k_strides : p.v_strides);
@@ -40,29 +48,51 @@ __global__ void __launch_bounds__(hz::kStreamThreads) gather_kernel(GatherParams
         const int64_t pyr = indices[s];
         const int level = g.level_of(pyr);
         const int64_t local = pyr - g.offset(level);
+        float x[C][W];
         if (pooled != nullptr && level == g.levels) {
           // pool_score already made this mean: copy its bits.
-          float x[W];
-          detail::load_row<T, W>(pooled, lighthouse::detail::at(ps, b, local, head) + col, x);
-          detail::store_row<T, W>(dst, lighthouse::detail::at(ds, b, s, head) + col, x);
-          continue;
-        }
-        const int64_t c = g.block(level), first = local * c;
-        float acc[W];
 #pragma unroll
-        for (int j = 0; j < W; ++j) acc[j] = 0.0f;
-        const T* row = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, first, head) + col;
+          for (int ch = 0; ch < C; ++ch)
+            detail::load_row<T, W>(pooled, lighthouse::detail::at(ps, b, local, head) + col + ch * layout.offset,
+                                   x[ch]);
+        } else {
+          const int64_t c = g.block(level), first = local * c;
+#pragma unroll
+          for (int ch = 0; ch < C; ++ch)
+#pragma unroll
+            for (int j = 0; j < W; ++j) x[ch][j] = 0.0f;
+          const T* row = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, first, head) + col;
 #pragma unroll 4
-        for (int64_t t = 0; t < c; ++t) {
-          float x[W];
-          detail::load_row<T, W>(row, t * ss.seq, x);
+          for (int64_t t = 0; t < c; ++t) {
 #pragma unroll
-          for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], x[j]);
+            for (int ch = 0; ch < C; ++ch) {
+              float y[W];
+              detail::load_row<T, W>(row, t * ss.seq + ch * layout.offset, y);
+#pragma unroll
+              for (int j = 0; j < W; ++j) x[ch][j] = __fadd_rn(x[ch][j], y[j]);
+            }
+          }
+          const float inv = 1.0f / static_cast<float>(c);  // exact: c is a power of two
+#pragma unroll
+          for (int ch = 0; ch < C; ++ch)
+#pragma unroll
+            for (int j = 0; j < W; ++j) x[ch][j] = __fmul_rn(x[ch][j], inv);
         }
-        const float inv = 1.0f / static_cast<float>(c);  // exact: c is a power of two
+        if constexpr (M != RopeMode::kNone) {
+          if (r <= group) {  // q and k rows; v is never rotated
+            // Rotate the mean as stored in T (what a copy from pooled_* holds).
 #pragma unroll
-        for (int j = 0; j < W; ++j) acc[j] = __fmul_rn(acc[j], inv);
-        detail::store_row<T, W>(dst, lighthouse::detail::at(ds, b, s, head) + col, acc);
+            for (int ch = 0; ch < C; ++ch)
+#pragma unroll
+              for (int j = 0; j < W; ++j) x[ch][j] = lighthouse::detail::round_to<T>(x[ch][j]);
+            const int64_t tr = lighthouse::detail::rope_row(
+                p.rope, b, lighthouse::detail::rope_position(g, level, local), p.dims.head_dim);
+            detail::rotate_chunks<W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col, layout.offset);
+          }
+        }
+#pragma unroll
+        for (int ch = 0; ch < C; ++ch)
+          detail::store_row<T, W>(dst, lighthouse::detail::at(ds, b, s, head) + col + ch * layout.offset, x[ch]);
       }
     }
   }
@@ -83,16 +113,16 @@ void launch(const GatherParams& p, cudaStream_t stream) {
                     (detail::aligned16(p.pooled_q) && detail::aligned16(p.pooled_k) && detail::aligned16(p.pooled_v) &&
                      detail::strides_multiple(p.pooled_q_strides, W) && detail::strides_multiple(p.pooled_k_strides, W) &&
                      detail::strides_multiple(p.pooled_v_strides, W)));
-  const int64_t vecs = vec ? d.head_dim / W : d.head_dim;
-  const int64_t row_len = (group + 2) * vecs;
+  const detail::RopePlan plan = detail::plan_rope(p.rope, d.head_dim, W, vec);
+  const int64_t row_len = (group + 2) * plan.items;
   if (row_len > 0x7fffffff) fail("(heads / kv_heads + 2) * head_dim", "below 2^31", row_len);
   const detail::StreamShape sh =
       detail::stream_shape(row_len, d.batch * d.kv_heads, p.geo.kept, hz::kStreamThreads, hz::kStreamBlocksPerSm);
-  if (vec) {
-    gather_kernel<T, W><<<sh.grid, sh.block, 0, stream>>>(p, group, static_cast<int>(vecs));
-  } else {
-    gather_kernel<T, 1><<<sh.grid, sh.block, 0, stream>>>(p, group, static_cast<int>(vecs));
-  }
+  const int items = static_cast<int>(plan.items);
+  detail::with_plan<W>(plan, [&](auto width, auto mode) {
+    gather_kernel<T, decltype(width)::value, decltype(mode)::value>
+        <<<sh.grid, sh.block, 0, stream>>>(p, group, items, plan.layout);
+  });
   detail::check_launch("gather_kernel");
 }
 

@@ -6,25 +6,48 @@
 // query heads of grad_q, then the KV heads of grad_k and of grad_v.
 // Grid: y over batch, x over positions. That kernel is the fallback; the
 // tiled kernel below (same per-element arithmetic) is the fast path.
+// With rope tables, a thread owns whole rotation pairs (rope.cuh) and rotates
+// each q and k gradient row back at its entry's position before the sum.
 #include "common.cuh"
 #include "heuristics.h"
 #include "lighthouse/checks.h"
 #include "lighthouse/cuda.h"
+#include "rope.cuh"
 
 namespace lighthouse::cuda {
 namespace {
 
 namespace hz = heuristics;
+using detail::RopeMode;
 constexpr int kLevelGroup = hz::kScatterLevelGroup;
 
-template <typename T, int W>
+// With rope tables: rotates the gradient chunks x of the level-`level` entry
+// covering position t back, for q and k rows (which < 2).
+template <int W, RopeMode M>
+__device__ __forceinline__ void rotate_back_entry(const GatherBackwardParams& p,
+                                                  float (&x)[detail::rope_chunks<M>()][W], int which, int64_t b,
+                                                  int64_t t, int level, int64_t col, int64_t offset) {
+  if constexpr (M != RopeMode::kNone) {
+    if (which < 2) {
+      const Geometry& g = p.geo;
+      const int64_t local = t >> ((level - 1) * g.log2_pooling);
+      const int64_t tr = lighthouse::detail::rope_row(p.rope, b, lighthouse::detail::rope_position(g, level, local),
+                                                      p.dims.head_dim);
+      detail::rotate_back_chunks<W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col, offset);
+    }
+  }
+}
+
+template <typename T, int W, RopeMode M>
 __global__ void __launch_bounds__(hz::kStreamThreads)
-    gather_backward_kernel(GatherBackwardParams p, int64_t group, int vecs) {
+    gather_backward_kernel(GatherBackwardParams p, int64_t group, int items, detail::ItemLayout layout) {
+  constexpr int C = detail::rope_chunks<M>();
   const Geometry& g = p.geo;
   const int64_t H = p.dims.heads, kvn = p.dims.kv_heads, N = p.dims.seq_len;
-  const int row_len = static_cast<int>(H + 2 * kvn) * vecs;
+  const int row_len = static_cast<int>(H + 2 * kvn) * items;
   for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
-    const int64_t r = inner / vecs, col = int64_t{inner % vecs} * W;
+    const int64_t step = M == RopeMode::kPair ? layout.step : 1;  // constant 1 without pairs
+    const int64_t r = inner / items, col = int64_t{inner % items} * W * step;
     const int which = r < H ? 0 : (r < H + kvn ? 1 : 2);
     const int64_t head = which == 0 ? r : (which == 1 ? r - H : r - H - kvn);
     const int64_t kvh = which == 0 ? r / group : head;
@@ -36,9 +59,11 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
       const int32_t* slots = p.slots + (b * kvn + kvh) * g.pyramid_len;
       const T* sel = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, 0, head) + col;
       for (int64_t t = blockIdx.x * int64_t{blockDim.y} + threadIdx.y; t < N; t += int64_t{gridDim.x} * blockDim.y) {
-        float acc[W];
+        float acc[C][W];
 #pragma unroll
-        for (int j = 0; j < W; ++j) acc[j] = 0.0f;
+        for (int ch = 0; ch < C; ++ch)
+#pragma unroll
+          for (int j = 0; j < W; ++j) acc[ch][j] = 0.0f;
         // Levels in groups of kLevelGroup: the group's slot and row loads are
         // independent and in flight together; the sum stays in level order.
         for (int l0 = 1; l0 <= g.levels; l0 += kLevelGroup) {
@@ -50,19 +75,27 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
             // Past a level's last whole block (its ragged tail) nothing covers t.
             s[i] = l <= g.levels && local < g.size(l) ? slots[g.offset(l) + local] : -1;
           }
-          float x[kLevelGroup][W];
-#pragma unroll
-          for (int i = 0; i < kLevelGroup; ++i)
-            if (s[i] >= 0) detail::load_row<T, W>(sel, s[i] * ss.seq, x[i]);
+          float x[kLevelGroup][C][W];
 #pragma unroll
           for (int i = 0; i < kLevelGroup; ++i)
             if (s[i] >= 0) {
+#pragma unroll
+              for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s[i] * ss.seq + ch * layout.offset, x[i][ch]);
+            }
+#pragma unroll
+          for (int i = 0; i < kLevelGroup; ++i)
+            if (s[i] >= 0) {
+              rotate_back_entry<W, M>(p, x[i], which, b, t, l0 + i, col, layout.offset);
               const float inv = 1.0f / static_cast<float>(g.block(l0 + i));  // exact: a power of two
 #pragma unroll
-              for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], __fmul_rn(x[i][j], inv));
+              for (int ch = 0; ch < C; ++ch)
+#pragma unroll
+                for (int j = 0; j < W; ++j) acc[ch][j] = __fadd_rn(acc[ch][j], __fmul_rn(x[i][ch][j], inv));
             }
         }
-        detail::store_row<T, W>(dst, lighthouse::detail::at(ds, b, t, head) + col, acc);
+#pragma unroll
+        for (int ch = 0; ch < C; ++ch)
+          detail::store_row<T, W>(dst, lighthouse::detail::at(ds, b, t, head) + col + ch * layout.offset, acc[ch]);
       }
     }
   }
@@ -77,13 +110,15 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
 // each thread decoding its item once per tile. Stores of consecutive x-threads
 // are consecutive 16-byte vectors. Level-l rows repeat over c_l positions of
 // the tile and hit L1. The sum is the same as above: levels 1..L in order.
-template <typename T, int W>
+template <typename T, int W, RopeMode M>
 __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm)
-    gather_backward_tiled_kernel(GatherBackwardParams p, int64_t group, int vecs, int tile) {
+    gather_backward_tiled_kernel(GatherBackwardParams p, int64_t group, int items, detail::ItemLayout layout,
+                                 int tile) {
+  constexpr int C = detail::rope_chunks<M>();
   extern __shared__ int32_t tile_slots[];  // [levels][kv_heads][tile]
   const Geometry& g = p.geo;
   const int64_t H = p.dims.heads, kvn = p.dims.kv_heads, N = p.dims.seq_len;
-  const int row_len = static_cast<int>(H + 2 * kvn) * vecs;
+  const int row_len = static_cast<int>(H + 2 * kvn) * items;
   const int64_t tiles = (N + tile - 1) / tile;
   const int threads = blockDim.x * blockDim.y, tid = threadIdx.y * blockDim.x + threadIdx.x;
   const int table = g.levels * static_cast<int>(kvn) * tile;
@@ -105,7 +140,8 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
     __syncthreads();
     const int positions = N - t0 < tile ? static_cast<int>(N - t0) : tile;
     for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
-      const int64_t r = inner / vecs, col = int64_t{inner % vecs} * W;
+      const int64_t step = M == RopeMode::kPair ? layout.step : 1;  // constant 1 without pairs
+      const int64_t r = inner / items, col = int64_t{inner % items} * W * step;
       const int which = r < H ? 0 : (r < H + kvn ? 1 : 2);
       const int64_t head = which == 0 ? r : (which == 1 ? r - H : r - H - kvn);
       const int64_t kvh = which == 0 ? r / group : head;
@@ -118,20 +154,27 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
       const int64_t sel_seq = ss.seq, out_step = ds.seq * blockDim.y;
       T* out = static_cast<T*>(dst) + lighthouse::detail::at(ds, b, t0 + threadIdx.y, head) + col;
       for (int i = threadIdx.y; i < positions; i += blockDim.y, out += out_step) {
-        float acc[W];
+        float acc[C][W];
 #pragma unroll
-        for (int j = 0; j < W; ++j) acc[j] = 0.0f;
+        for (int ch = 0; ch < C; ++ch)
+#pragma unroll
+          for (int j = 0; j < W; ++j) acc[ch][j] = 0.0f;
         for (int l = 1; l <= g.levels; ++l) {
           const int32_t s = my_slots[(l - 1) * level_stride + i];
           if (s >= 0) {
-            float x[W];
-            detail::load_row<T, W>(sel, s * sel_seq, x);
+            float x[C][W];
+#pragma unroll
+            for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s * sel_seq + ch * layout.offset, x[ch]);
+            rotate_back_entry<W, M>(p, x, which, b, t0 + i, l, col, layout.offset);
             const float inv = 1.0f / static_cast<float>(g.block(l));  // exact: a power of two
 #pragma unroll
-            for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], __fmul_rn(x[j], inv));
+            for (int ch = 0; ch < C; ++ch)
+#pragma unroll
+              for (int j = 0; j < W; ++j) acc[ch][j] = __fadd_rn(acc[ch][j], __fmul_rn(x[ch][j], inv));
           }
         }
-        detail::store_row<T, W>(out, 0, acc);
+#pragma unroll
+        for (int ch = 0; ch < C; ++ch) detail::store_row<T, W>(out, ch * layout.offset, acc[ch]);
       }
     }
   }
@@ -148,25 +191,24 @@ void launch(const GatherBackwardParams& p, cudaStream_t stream) {
                    detail::strides_multiple(p.grad_k_sel_strides, W) &&
                    detail::strides_multiple(p.grad_v_sel_strides, W) && detail::strides_multiple(p.grad_q_strides, W) &&
                    detail::strides_multiple(p.grad_k_strides, W) && detail::strides_multiple(p.grad_v_strides, W);
-  const int64_t vecs = vec ? d.head_dim / W : d.head_dim;
-  const int64_t row_len = (d.heads + 2 * d.kv_heads) * vecs;
+  const detail::RopePlan plan = detail::plan_rope(p.rope, d.head_dim, W, vec);
+  const int64_t row_len = (d.heads + 2 * d.kv_heads) * plan.items;
   if (row_len > 0x7fffffff) fail("(heads + 2 * kv_heads) * head_dim", "below 2^31", row_len);
+  const int items = static_cast<int>(plan.items);
   const detail::TiledShape ts = detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels} * d.kv_heads);
   if (ts.tile > 0) {
-    if (vec) {
-      gather_backward_tiled_kernel<T, W><<<ts.grid, ts.block, ts.shared_bytes, stream>>>(p, group, static_cast<int>(vecs), ts.tile);
-    } else {
-      gather_backward_tiled_kernel<T, 1><<<ts.grid, ts.block, ts.shared_bytes, stream>>>(p, group, static_cast<int>(vecs), ts.tile);
-    }
+    detail::with_plan<W>(plan, [&](auto width, auto mode) {
+      gather_backward_tiled_kernel<T, decltype(width)::value, decltype(mode)::value>
+          <<<ts.grid, ts.block, ts.shared_bytes, stream>>>(p, group, items, plan.layout, ts.tile);
+    });
     detail::check_launch("gather_backward_tiled_kernel");
     return;
   }
   const detail::StreamShape sh = detail::stream_shape(row_len, d.batch, d.seq_len, hz::kStreamThreads, hz::kStreamBlocksPerSm);
-  if (vec) {
-    gather_backward_kernel<T, W><<<sh.grid, sh.block, 0, stream>>>(p, group, static_cast<int>(vecs));
-  } else {
-    gather_backward_kernel<T, 1><<<sh.grid, sh.block, 0, stream>>>(p, group, static_cast<int>(vecs));
-  }
+  detail::with_plan<W>(plan, [&](auto width, auto mode) {
+    gather_backward_kernel<T, decltype(width)::value, decltype(mode)::value>
+        <<<sh.grid, sh.block, 0, stream>>>(p, group, items, plan.layout);
+  });
   detail::check_launch("gather_backward_kernel");
 }
 

@@ -1,7 +1,10 @@
-// CUDA select: one block per (batch, KV head, tile). Each level's top h by
-// the query-side score, then the top h of the rest by the key-side score, is
-// an exact radix select on 64-bit keys (score_key << 32 | ~index), so ties go
-// to the lower index as on the CPU. No sort is needed for the causal order:
+// CUDA select: one block per (batch, KV head, tile). Paper and lagged rules:
+// each level's top h by the query-side score, then the top h of the rest by
+// the key-side score, is an exact radix select on 64-bit keys
+// (score key << 32 | ~index), so ties go to the lower index as on the CPU.
+// Causal rule: each thread decides whether its candidate is wanted (its key
+// beats the window before it), then one thread walks the block's chunk of
+// candidates in order to spend the budget, as the CPU's single pass does. No sort is needed for the causal order:
 // a kept entry's rank equals the number of kept entries in the subtrees
 // before it (a selected entry follows its descendants), so the subtree sizes
 // are summed bottom-up and the ranks handed down level by level.
@@ -16,15 +19,17 @@
 #include "heuristics.h"
 #include "lighthouse/checks.h"
 #include "lighthouse/cuda.h"
+#include "lighthouse/detail/selection_rule.h"
 
 namespace lighthouse::cuda {
 namespace {
 
 namespace hz = heuristics;
-using lighthouse::detail::score_key;
+using lighthouse::detail::lagged_key;
 
 struct SelectArgs {
   Geometry geo;
+  Selection rule;
   const float* scores_qk;
   const float* scores_kq;
   int32_t* indices;
@@ -33,9 +38,70 @@ struct SelectArgs {
   int64_t workspace_ints;  // ints per tile
 };
 
-// Larger key = ranks first; equal scores order by the lower index.
-__device__ __forceinline__ uint64_t rank_key(float score, int64_t index) {
-  return (static_cast<uint64_t>(score_key(score)) << 32) | (0xffffffffu - static_cast<uint32_t>(index));
+// Larger key = ranks first; equal score keys order by the lower index.
+__device__ __forceinline__ uint64_t rank_key(uint32_t score_key, int64_t index) {
+  return (static_cast<uint64_t>(score_key) << 32) | (0xffffffffu - static_cast<uint32_t>(index));
+}
+
+struct CausalShared {
+  unsigned char take[hz::kSelectThreads];
+  int64_t taken;
+};
+
+// The causal rule over one level's n candidates (local indices local_of(j),
+// ascending in j): emit(j, r) for every candidate, r its rank among the
+// taken ones or -1. Chunks of blockDim.x candidates: every thread decides
+// whether its candidate is wanted, thread 0 spends the budget in order,
+// then a block scan ranks the taken ones. Every thread of the block calls it.
+template <typename LocalOf, typename KeyQk, typename KeyKq, typename Emit>
+__device__ void causal_level(int64_t n, int budget, LocalOf local_of, KeyQk key_qk, KeyKq key_kq, Emit emit,
+                             CausalShared& cs, int64_t* scan_scratch) {
+  const int64_t window = lighthouse::detail::causal_window(n, budget);
+  int64_t done = 0, total = 0;
+  if (threadIdx.x == 0) cs.taken = 0;
+  for (int64_t j0 = 0; j0 < n; j0 += blockDim.x) {
+    const int64_t j = j0 + threadIdx.x;
+    bool wanted = false;
+    if (j < n) {
+      const int64_t x = local_of(j);
+      const uint32_t qj = key_qk(x), kj = key_kq(x);
+      bool beats_qk = true, beats_kq = true;
+      for (int64_t i = j - window + 1 > 0 ? j - window + 1 : 0; i < j && (beats_qk || beats_kq); ++i) {
+        const int64_t y = local_of(i);
+        beats_qk = beats_qk && key_qk(y) < qj;
+        beats_kq = beats_kq && key_kq(y) < kj;
+      }
+      wanted = beats_qk || beats_kq;
+    }
+    cs.take[threadIdx.x] = wanted ? 1 : 0;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int64_t taken = cs.taken;
+      const int64_t count = n - j0 < blockDim.x ? n - j0 : blockDim.x;
+      for (int64_t i = 0; i < count; ++i) {
+        const bool take = lighthouse::detail::causal_take(cs.take[i] != 0, j0 + i, n, taken, budget);
+        cs.take[i] = take ? 1 : 0;
+        taken += take ? 1 : 0;
+      }
+      cs.taken = taken;
+    }
+    __syncthreads();
+    const bool take = j < n && cs.take[threadIdx.x] != 0;
+    const int64_t incl = detail::block_inclusive_scan(take ? 1 : 0, scan_scratch, &total);
+    if (j < n) emit(j, take ? done + incl - 1 : -1);
+    done += total;
+  }
+}
+
+// True when value is among the n ascending values of sorted.
+__device__ __forceinline__ bool in_sorted(const int* sorted, int n, int64_t value) {
+  int lo = 0, hi = n;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (sorted[mid] < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < n && sorted[lo] == value;
 }
 
 struct RadixShared {
@@ -115,6 +181,7 @@ int64_t tile_space_ints(const Geometry& g) {
 __global__ void __launch_bounds__(hz::kSelectThreads) select_kernel(SelectArgs a) {
   extern __shared__ int dynamic_space[];
   __shared__ RadixShared rs;
+  __shared__ CausalShared cs;
   __shared__ int64_t scan_scratch[33];
   const Geometry& g = a.geo;
   const int64_t item = blockIdx.x;
@@ -133,23 +200,44 @@ __global__ void __launch_bounds__(hz::kSelectThreads) select_kernel(SelectArgs a
   const float* kq = a.scores_kq + bg * g.pyramid_len;
   const int64_t tb = g.tile_begin(tile), count_l = g.tile_begin(tile + 1) - tb;
   const int64_t off_l = g.offset(L);
+  const bool causal = a.rule == Selection::kCausal;
+  // Rank keys of a level's entries by local index, under the rule's lag.
+  auto keys_of = [&](int l) {
+    const int64_t off = g.offset(l), lag = lighthouse::detail::score_lag(a.rule, g, l);
+    const float* level_qk = qk + off;
+    const float* level_kq = kq + off;
+    return [=](int which, int64_t local) { return lagged_key(which == 0 ? level_qk : level_kq, local, lag); };
+  };
 
   // Level L: candidates are the tile's coarsest entries tb + j.
-  const uint64_t thr_qk_l = radix_threshold(
-      count_l, h, [&](int64_t j, uint64_t* key) { *key = rank_key(qk[off_l + tb + j], tb + j); return true; }, rs);
-  const uint64_t thr_kq_l = radix_threshold(
-      count_l, h,
-      [&](int64_t j, uint64_t* key) {
-        if (rank_key(qk[off_l + tb + j], tb + j) >= thr_qk_l) return false;
-        *key = rank_key(kq[off_l + tb + j], tb + j);
-        return true;
-      },
-      rs);
+  const auto key_l = keys_of(L);
+  uint64_t thr_qk_l = 0, thr_kq_l = 0;
+  if (causal) {
+    causal_level(
+        count_l, m, [&](int64_t j) { return tb + j; }, [&](int64_t x) { return key_l(0, x); },
+        [&](int64_t x) { return key_l(1, x); },
+        [&](int64_t j, int64_t r) {
+          if (r >= 0) sel_l[r] = static_cast<int>(tb + j);
+        },
+        cs, scan_scratch);
+  } else {
+    thr_qk_l = radix_threshold(
+        count_l, h, [&](int64_t j, uint64_t* key) { *key = rank_key(key_l(0, tb + j), tb + j); return true; }, rs);
+    thr_kq_l = radix_threshold(
+        count_l, h,
+        [&](int64_t j, uint64_t* key) {
+          if (rank_key(key_l(0, tb + j), tb + j) >= thr_qk_l) return false;
+          *key = rank_key(key_l(1, tb + j), tb + j);
+          return true;
+        },
+        rs);
+  }
   auto selected_l = [&](int64_t j) {
     const int64_t i = tb + j;
-    return rank_key(qk[off_l + i], i) >= thr_qk_l || rank_key(kq[off_l + i], i) >= thr_kq_l;
+    if (causal) return in_sorted(sel_l, m, i);
+    return rank_key(key_l(0, i), i) >= thr_qk_l || rank_key(key_l(1, i), i) >= thr_kq_l;
   };
-  {
+  if (!causal) {
     int64_t done = 0, total = 0;
     for (int64_t j0 = 0; j0 < count_l; j0 += blockDim.x) {
       const int64_t j = j0 + threadIdx.x;
@@ -169,23 +257,36 @@ __global__ void __launch_bounds__(hz::kSelectThreads) select_kernel(SelectArgs a
     for (int64_t k = threadIdx.x; k < mp; k += blockDim.x) cand[k] = parents[k / p] * p + static_cast<int>(k % p);
     __syncthreads();
     if (l == 1) break;
-    const int64_t off = g.offset(l);
+    const auto key = keys_of(l);
+    int* rank = ws.rank(l);
+    if (causal) {
+      causal_level(
+          mp, m, [&](int64_t k) { return int64_t{cand[k]}; }, [&](int64_t x) { return key(0, x); },
+          [&](int64_t x) { return key(1, x); },
+          [&](int64_t k, int64_t r) {
+            rank[k] = static_cast<int>(r);
+            if (r >= 0) sel_tmp[r] = cand[k];
+          },
+          cs, scan_scratch);
+      __syncthreads();
+      parents = sel_tmp;
+      continue;
+    }
     const uint64_t thr_qk = radix_threshold(
-        mp, h, [&](int64_t k, uint64_t* key) { *key = rank_key(qk[off + cand[k]], cand[k]); return true; }, rs);
+        mp, h, [&](int64_t k, uint64_t* k64) { *k64 = rank_key(key(0, cand[k]), cand[k]); return true; }, rs);
     const uint64_t thr_kq = radix_threshold(
         mp, h,
-        [&](int64_t k, uint64_t* key) {
-          if (rank_key(qk[off + cand[k]], cand[k]) >= thr_qk) return false;
-          *key = rank_key(kq[off + cand[k]], cand[k]);
+        [&](int64_t k, uint64_t* k64) {
+          if (rank_key(key(0, cand[k]), cand[k]) >= thr_qk) return false;
+          *k64 = rank_key(key(1, cand[k]), cand[k]);
           return true;
         },
         rs);
-    int* rank = ws.rank(l);
     int64_t done = 0, total = 0;
     for (int64_t k0 = 0; k0 < mp; k0 += blockDim.x) {
       const int64_t k = k0 + threadIdx.x;
-      const bool flag = k < mp && (rank_key(qk[off + cand[k]], cand[k]) >= thr_qk ||
-                                   rank_key(kq[off + cand[k]], cand[k]) >= thr_kq);
+      const bool flag = k < mp && (rank_key(key(0, cand[k]), cand[k]) >= thr_qk ||
+                                   rank_key(key(1, cand[k]), cand[k]) >= thr_kq);
       const int64_t incl = detail::block_inclusive_scan(flag ? 1 : 0, scan_scratch, &total);
       if (k < mp) {
         rank[k] = flag ? static_cast<int>(done + incl - 1) : -1;
@@ -281,7 +382,7 @@ void select(const SelectParams& params, void* stream_ptr) {
   const int64_t blocks = heads * g.tiles;
   if (blocks > 0x7fffffff) fail("select blocks (batch * kv_heads * tiles)", "at most 2^31 - 1", blocks);
 
-  SelectArgs a{g, params.scores_qk, params.scores_kq, params.indices, params.slots, nullptr, tile_space_ints(g)};
+  SelectArgs a{g, params.selection, params.scores_qk, params.scores_kq, params.indices, params.slots, nullptr, tile_space_ints(g)};
   detail::check_cuda(cudaMemsetAsync(params.slots, 0xff, sizeof(int32_t) * heads * g.pyramid_len, stream),
                      "cudaMemsetAsync(slots)");
 

@@ -15,7 +15,8 @@ std::optional<std::string> metadata_string(const SafeTensors& file, const std::s
   if (text == "null") return std::nullopt;
   if (text.size() >= 2 && text.front() == '"' && text.back() == '"') {
     const json::Value v = json::parse(text, "metadata '" + key + "'");
-    return v.text;
+    if (!v.is_string()) fail("metadata '" + key + "'", "a JSON string or plain text", text);
+    return v.get<std::string>();
   }
   return text;
 }

@@ -39,19 +39,18 @@ Tensor parse_tensor(const std::string& path, const std::string& name, const json
                     const std::vector<uint8_t>& bytes, uint64_t data_begin, uint64_t data_size,
                     std::pair<uint64_t, uint64_t>& range) {
   const std::string where = path + ": tensor '" + name + "'";
-  if (entry.kind != json::Value::Kind::kObject) fail(where, "a JSON object", "another JSON value");
-  const json::Value* dtype = entry.find("dtype");
-  const json::Value* shape = entry.find("shape");
-  const json::Value* offsets = entry.find("data_offsets");
-  if (dtype == nullptr || dtype->kind != json::Value::Kind::kString)
-    fail(where + ".dtype", "a string", "a missing or non-string value");
-  if (shape == nullptr || shape->kind != json::Value::Kind::kArray)
+  if (!entry.is_object()) fail(where, "a JSON object", "another JSON value");
+  const auto dtype = entry.find("dtype");
+  const auto shape = entry.find("shape");
+  const auto offsets = entry.find("data_offsets");
+  if (dtype == entry.end() || !dtype->is_string()) fail(where + ".dtype", "a string", "a missing or non-string value");
+  if (shape == entry.end() || !shape->is_array())
     fail(where + ".shape", "an array of integers", "a missing or non-array value");
-  if (offsets == nullptr || offsets->kind != json::Value::Kind::kArray || offsets->items.size() != 2)
+  if (offsets == entry.end() || !offsets->is_array() || offsets->size() != 2)
     fail(where + ".data_offsets", "an array [begin, end]", "a missing or malformed value");
 
   Tensor t;
-  t.dtype = dtype->text;
+  t.dtype = dtype->get<std::string>();
   const int64_t elem = [&] {
     try {
       return dtype_size(t.dtype);
@@ -59,12 +58,12 @@ Tensor parse_tensor(const std::string& path, const std::string& name, const json
       fail(where + ".dtype", "one of F32, BF16, F16, I32, I64", t.dtype);
     }
   }();
-  for (const json::Value& d : shape->items) t.shape.push_back(json::to_index(d, where + ".shape"));
+  for (const json::Value& d : *shape) t.shape.push_back(json::to_index(d, where + ".shape"));
   const int64_t count = checked_numel(t.shape);
   if (count < 0 || count > std::numeric_limits<int64_t>::max() / elem)
     fail(where + ".shape", "a shape whose byte size fits in 64 bits", shape_text(t.shape));
-  const uint64_t begin = static_cast<uint64_t>(json::to_index(offsets->items[0], where + ".data_offsets[0]"));
-  const uint64_t end = static_cast<uint64_t>(json::to_index(offsets->items[1], where + ".data_offsets[1]"));
+  const uint64_t begin = static_cast<uint64_t>(json::to_index((*offsets)[0], where + ".data_offsets[0]"));
+  const uint64_t end = static_cast<uint64_t>(json::to_index((*offsets)[1], where + ".data_offsets[1]"));
   if (begin > end) fail(where + ".data_offsets", "begin <= end", std::to_string(begin) + " > " + std::to_string(end));
   if (end > data_size)
     fail(where + ".data_offsets", "end within the " + std::to_string(data_size) + " data bytes of the file (truncated?)",
@@ -111,28 +110,27 @@ SafeTensors read_safetensors(const std::string& path) {
     fail(path, "a header of " + std::to_string(header_len) + " bytes (truncated file?)",
          std::to_string(bytes.size() - 8) + " bytes after the length");
   const std::string header(reinterpret_cast<const char*>(bytes.data()) + 8, header_len);
-  const json::Value root = json::parse(header, path);
-  if (root.kind != json::Value::Kind::kObject) fail(path, "a JSON object as header", "another JSON value");
+  const json::Value root = json::parse(header, path + ": JSON header");
+  if (!root.is_object()) fail(path, "a JSON object as header", "another JSON value");
 
   const uint64_t data_begin = 8 + header_len;
   const uint64_t data_size = bytes.size() - data_begin;
   SafeTensors file;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  for (const auto& member : root.members) {
-    const std::string& name = member.first;
+  // Names are unique: json::parse refuses a repeated key.
+  for (const auto& member : root.items()) {
+    const std::string& name = member.key();
     if (name == "__metadata__") {
-      if (member.second.kind != json::Value::Kind::kObject)
+      if (!member.value().is_object())
         fail(path + ": __metadata__", "a JSON object of strings", "another JSON value");
-      for (const auto& kv : member.second.members) {
-        if (kv.second.kind != json::Value::Kind::kString)
-          fail(path + ": __metadata__." + kv.first, "a string value", "another JSON value");
-        file.metadata[kv.first] = kv.second.text;
+      for (const auto& kv : member.value().items()) {
+        if (!kv.value().is_string()) fail(path + ": __metadata__." + kv.key(), "a string value", "another JSON value");
+        file.metadata[kv.key()] = kv.value().get<std::string>();
       }
       continue;
     }
-    if (file.tensors.count(name)) fail(path + ": tensor '" + name + "'", "a unique name", "a duplicate");
     std::pair<uint64_t, uint64_t> range;
-    file.tensors[name] = parse_tensor(path, name, member.second, bytes, data_begin, data_size, range);
+    file.tensors[name] = parse_tensor(path, name, member.value(), bytes, data_begin, data_size, range);
     ranges.push_back(range);
   }
 
@@ -151,17 +149,8 @@ SafeTensors read_safetensors(const std::string& path) {
 }
 
 void write_safetensors(const std::string& path, const SafeTensors& file) {
-  std::string header = "{";
-  bool first = true;
-  if (!file.metadata.empty()) {
-    header += "\"__metadata__\":{";
-    for (const auto& kv : file.metadata) {
-      if (!first) header += ",";
-      first = false;
-      header += json::quote(kv.first) + ":" + json::quote(kv.second);
-    }
-    header += "}";
-  }
+  json::Value root = json::Value::object();
+  if (!file.metadata.empty()) root["__metadata__"] = file.metadata;
   uint64_t offset = 0;
   for (const auto& [name, t] : file.tensors) {
     if (name == "__metadata__") fail("tensor name", "a name other than __metadata__", name);
@@ -170,13 +159,15 @@ void write_safetensors(const std::string& path, const SafeTensors& file) {
       fail("tensor '" + name + "'.data",
            std::to_string(expected) + " bytes for dtype " + t.dtype + " and shape " + shape_text(t.shape),
            std::to_string(t.data.size()) + " bytes");
-    if (!first || !file.metadata.empty()) header += ",";
-    first = false;
-    header += json::quote(name) + ":{\"dtype\":" + json::quote(t.dtype) + ",\"shape\":" + shape_text(t.shape) +
-              ",\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + expected) + "]}";
+    root[name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + expected}}};
     offset += expected;
   }
-  header += "}";
+  std::string header;
+  try {
+    header = root.dump();
+  } catch (const nlohmann::json::type_error& e) {
+    fail(path + ": header", "names and metadata in valid UTF-8", e.what());
+  }
   // Pad with spaces so the data starts 8-byte aligned.
   while (header.size() % 8 != 0) header += ' ';
 

@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include "errors.h"
@@ -25,9 +26,11 @@ std::tuple<Tensor, Tensor> pool_score_cpu(const Tensor& q, const Tensor& k, cons
 }
 
 std::tuple<Tensor, Tensor> select_cpu(const Tensor& scores_qk, const Tensor& scores_kq, int64_t seq_len,
-                                      int64_t levels, int64_t pooling, int64_t topk, int64_t tile_budget) {
+                                      int64_t levels, int64_t pooling, int64_t topk, int64_t tile_budget,
+                                      c10::string_view selection) {
   return translating_errors([&] {
-    auto call = prepare_select(scores_qk, scores_kq, seq_len, make_config(levels, pooling, topk, tile_budget));
+    auto call = prepare_select(scores_qk, scores_kq, seq_len, make_config(levels, pooling, topk, tile_budget),
+                               parse_selection(std::string(selection)));
     cpu::select(call.params);
     return std::make_tuple(call.indices, call.slots);
   });
@@ -44,13 +47,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> pool_score_pooled_cpu(const T
   });
 }
 
-std::tuple<Tensor, Tensor, Tensor> gather_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& indices,
-                                              const std::optional<Tensor>& pooled_q,
-                                              const std::optional<Tensor>& pooled_k,
-                                              const std::optional<Tensor>& pooled_v, int64_t levels, int64_t pooling,
-                                              int64_t topk, int64_t tile_budget) {
+std::tuple<Tensor, Tensor, Tensor> gather_cpu(const Tensor& q, const Tensor& k, const Tensor& v,
+    const Tensor& indices, const std::optional<Tensor>& pooled_q, const std::optional<Tensor>& pooled_k,
+    const std::optional<Tensor>& pooled_v, const std::optional<Tensor>& rope_cos, const std::optional<Tensor>& rope_sin,
+    int64_t levels, int64_t pooling, int64_t topk, int64_t tile_budget, bool rope_interleaved) {
   return translating_errors([&] {
-    auto call = prepare_gather(q, k, v, indices, pooled_q, pooled_k, pooled_v, make_config(levels, pooling, topk, tile_budget), kCpuFloat64);
+    auto call = prepare_gather(q, k, v, indices, pooled_q, pooled_k, pooled_v, rope_cos, rope_sin, rope_interleaved,
+                               make_config(levels, pooling, topk, tile_budget), kCpuFloat64);
     cpu::gather(call.params);
     return std::make_tuple(call.q_sel, call.k_sel, call.v_sel);
   });
@@ -76,12 +79,12 @@ Tensor scatter_backward_cpu(const Tensor& grad_out, const Tensor& indices, int64
 }
 
 std::tuple<Tensor, Tensor, Tensor> gather_backward_cpu(const Tensor& grad_q_sel, const Tensor& grad_k_sel,
-                                                       const Tensor& grad_v_sel, const Tensor& slots, int64_t seq_len,
-                                                       int64_t levels, int64_t pooling, int64_t topk,
-                                                       int64_t tile_budget) {
+    const Tensor& grad_v_sel, const Tensor& slots, int64_t seq_len, const std::optional<Tensor>& rope_cos,
+    const std::optional<Tensor>& rope_sin, int64_t levels, int64_t pooling, int64_t topk, int64_t tile_budget,
+    bool rope_interleaved) {
   return translating_errors([&] {
-    auto call = prepare_gather_backward(grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len,
-                                        make_config(levels, pooling, topk, tile_budget), kCpuFloat64);
+    auto call = prepare_gather_backward(grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len, rope_cos, rope_sin,
+                                        rope_interleaved, make_config(levels, pooling, topk, tile_budget), kCpuFloat64);
     cpu::gather_backward(call.params);
     return std::make_tuple(call.grad_q, call.grad_k, call.grad_v);
   });

@@ -6,6 +6,10 @@
 // pool_score_pooled is pool_score that also returns the pooled level-L q, k,
 // v (the means of each coarsest block); gather copies level-L entries from
 // them when given (all three or none) instead of re-pooling: same bits.
+// rope_cos / rope_sin (float32 [N, D] or [B, N, D], both or none): gather
+// rotates each kept q and k entry at its last covered position and
+// gather_backward rotates their gradients back (rope_interleaved picks the
+// pairs (2j, 2j+1) instead of (j, j + D/2)).
 #include <torch/library.h>
 
 TORCH_LIBRARY(lighthouse, m) {
@@ -18,11 +22,11 @@ TORCH_LIBRARY(lighthouse, m) {
       "Tensor pooled_k, Tensor pooled_v)");
   m.def(
       "select(Tensor scores_qk, Tensor scores_kq, SymInt seq_len, *, int levels, int pooling, int topk, "
-      "int tile_budget=128) -> (Tensor indices, Tensor slots)");
+      "int tile_budget=128, str selection=\"paper\") -> (Tensor indices, Tensor slots)");
   m.def(
       "gather(Tensor q, Tensor k, Tensor v, Tensor indices, Tensor? pooled_q=None, Tensor? pooled_k=None, "
-      "Tensor? pooled_v=None, *, int levels, int pooling, int topk, "
-      "int tile_budget=128) -> (Tensor q_sel, Tensor k_sel, Tensor v_sel)");
+      "Tensor? pooled_v=None, Tensor? rope_cos=None, Tensor? rope_sin=None, *, int levels, int pooling, int topk, "
+      "int tile_budget=128, bool rope_interleaved=False) -> (Tensor q_sel, Tensor k_sel, Tensor v_sel)");
   m.def(
       "scatter(Tensor o_sel, Tensor slots, SymInt seq_len, *, int levels, int pooling, int topk, "
       "int tile_budget=128) -> Tensor out");
@@ -30,6 +34,7 @@ TORCH_LIBRARY(lighthouse, m) {
       "scatter_backward(Tensor grad_out, Tensor indices, *, int levels, int pooling, int topk, "
       "int tile_budget=128) -> Tensor grad_o_sel");
   m.def(
-      "gather_backward(Tensor grad_q_sel, Tensor grad_k_sel, Tensor grad_v_sel, Tensor slots, SymInt seq_len, *, "
-      "int levels, int pooling, int topk, int tile_budget=128) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
+      "gather_backward(Tensor grad_q_sel, Tensor grad_k_sel, Tensor grad_v_sel, Tensor slots, SymInt seq_len, "
+      "Tensor? rope_cos=None, Tensor? rope_sin=None, *, int levels, int pooling, int topk, int tile_budget=128, "
+      "bool rope_interleaved=False) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
 }

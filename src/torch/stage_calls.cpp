@@ -53,6 +53,27 @@ void check_pooled(const at::Tensor& t, const std::string& name, const at::Tensor
   check_last_dim_contiguous(t, name);
 }
 
+// The optional rope tables of gather / gather_backward, checked against
+// dims and ref's device, as RopeTables.
+RopeTables rope_tables(const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin, bool interleaved,
+                       const Dims& dims, const at::Tensor& ref, const std::string& ref_name) {
+  RopeTables r;
+  if (cos.has_value() != sin.has_value())
+    fail("rope_cos, rope_sin", "both given or neither", cos.has_value() ? "only rope_cos" : "only rope_sin");
+  if (!cos.has_value()) return r;
+  if (dims.head_dim % 2 != 0)
+    fail("head_dim", "an even number when rope tables are given (rotation pairs)", dims.head_dim);
+  check_rope_table(*cos, "rope_cos", dims, ref, ref_name);
+  check_rope_table(*sin, "rope_sin", dims, ref, ref_name);
+  if (sin->sizes() != cos->sizes() || sin->strides() != cos->strides())
+    fail("rope_sin", "the shape and strides of rope_cos " + shape_string(*cos), shape_string(*sin));
+  r.cos = cos->data_ptr<float>();
+  r.sin = sin->data_ptr<float>();
+  r.batch_stride = cos->dim() == 3 ? cos->stride(0) : 0;
+  r.interleaved = interleaved;
+  return r;
+}
+
 }  // namespace
 
 PoolScoreCall prepare_pool_score(const at::Tensor& q, const at::Tensor& k, const at::Tensor* v,
@@ -99,7 +120,7 @@ PoolScoreCall prepare_pool_score(const at::Tensor& q, const at::Tensor& k, const
 }
 
 SelectCall prepare_select(const at::Tensor& scores_qk, const at::Tensor& scores_kq, int64_t seq_len,
-                          const Config& config) {
+                          const Config& config, Selection selection) {
   check_seq_len(seq_len);
   check_rank(scores_qk, 3, "scores_qk", "[batch, kv_heads, pyramid_len]");
   Dims dims;
@@ -116,6 +137,7 @@ SelectCall prepare_select(const at::Tensor& scores_qk, const at::Tensor& scores_
   SelectParams& p = call.params;
   p.dims = dims;
   p.geo = geo;
+  p.selection = selection;
   p.scores_qk = scores_qk.data_ptr<float>();
   p.scores_kq = scores_kq.data_ptr<float>();
   const auto options = scores_qk.options().dtype(at::kInt);
@@ -128,7 +150,9 @@ SelectCall prepare_select(const at::Tensor& scores_qk, const at::Tensor& scores_
 
 GatherCall prepare_gather(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& indices,
                           const std::optional<at::Tensor>& pooled_q, const std::optional<at::Tensor>& pooled_k,
-                          const std::optional<at::Tensor>& pooled_v, const Config& config, Float64 float64) {
+                          const std::optional<at::Tensor>& pooled_v, const std::optional<at::Tensor>& rope_cos,
+                          const std::optional<at::Tensor>& rope_sin, bool rope_interleaved, const Config& config,
+                          Float64 float64) {
   const Dims dims = check_qkv(q, k, &v, "q", "k", "v", float64);
   GatherCall call;
   GatherParams& p = call.params;
@@ -168,6 +192,7 @@ GatherCall prepare_gather(const at::Tensor& q, const at::Tensor& k, const at::Te
     p.pooled_v = pooled_v->data_ptr();
     p.pooled_v_strides = bnhd_strides(*pooled_v);
   }
+  p.rope = rope_tables(rope_cos, rope_sin, rope_interleaved, dims, q, "q");
   return call;
 }
 
@@ -227,6 +252,8 @@ ScatterBackwardCall prepare_scatter_backward(const at::Tensor& grad_out, const a
 
 GatherBackwardCall prepare_gather_backward(const at::Tensor& grad_q_sel, const at::Tensor& grad_k_sel,
                                            const at::Tensor& grad_v_sel, const at::Tensor& slots, int64_t seq_len,
+                                           const std::optional<at::Tensor>& rope_cos,
+                                           const std::optional<at::Tensor>& rope_sin, bool rope_interleaved,
                                            const Config& config, Float64 float64) {
   check_seq_len(seq_len);
   check_rank(grad_q_sel, 4, "grad_q_sel", "[batch, heads, kept, head_dim]");
@@ -267,6 +294,7 @@ GatherBackwardCall prepare_gather_backward(const at::Tensor& grad_q_sel, const a
   p.grad_k_strides = bnhd_strides(call.grad_k);
   p.grad_v = call.grad_v.data_ptr();
   p.grad_v_strides = bnhd_strides(call.grad_v);
+  p.rope = rope_tables(rope_cos, rope_sin, rope_interleaved, dims, grad_q_sel, "grad_q_sel");
   return call;
 }
 

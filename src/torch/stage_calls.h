@@ -31,7 +31,7 @@ struct SelectCall {
   at::Tensor slots;    // [B, Hkv, pyramid_len] int32
 };
 SelectCall prepare_select(const at::Tensor& scores_qk, const at::Tensor& scores_kq, int64_t seq_len,
-                          const Config& config);
+                          const Config& config, Selection selection);
 
 // q_sel, k_sel and v_sel are [B, H|Hkv, S, D] views of [B, S, H|Hkv, D]
 // memory: the layout the fused SDPA kernels read without a copy.
@@ -40,9 +40,12 @@ struct GatherCall {
   at::Tensor q_sel, k_sel, v_sel;
 };
 // pooled_q/k/v: pool_score_pooled's level-L tensors, all three or none.
+// rope_cos/rope_sin: float32 rotation tables, both or none (see RopeTables).
 GatherCall prepare_gather(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& indices,
                           const std::optional<at::Tensor>& pooled_q, const std::optional<at::Tensor>& pooled_k,
-                          const std::optional<at::Tensor>& pooled_v, const Config& config, Float64 float64);
+                          const std::optional<at::Tensor>& pooled_v, const std::optional<at::Tensor>& rope_cos,
+                          const std::optional<at::Tensor>& rope_sin, bool rope_interleaved, const Config& config,
+                          Float64 float64);
 
 struct ScatterCall {
   ScatterParams params;
@@ -62,8 +65,11 @@ struct GatherBackwardCall {
   GatherBackwardParams params;
   at::Tensor grad_q, grad_k, grad_v;  // [B, N, H|Hkv, D] contiguous
 };
+// rope_cos/rope_sin: the tables gather rotated with, both or none.
 GatherBackwardCall prepare_gather_backward(const at::Tensor& grad_q_sel, const at::Tensor& grad_k_sel,
                                            const at::Tensor& grad_v_sel, const at::Tensor& slots, int64_t seq_len,
+                                           const std::optional<at::Tensor>& rope_cos,
+                                           const std::optional<at::Tensor>& rope_sin, bool rope_interleaved,
                                            const Config& config, Float64 float64);
 
 }  // namespace lighthouse::torch_ops

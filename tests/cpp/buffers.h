@@ -1,7 +1,7 @@
 // Strided tensors of any supported dtype for the stage tests: random layouts
 // (padded, permuted, viewed from a larger buffer), NaN poisoning of every
-// element before a kernel runs, and the comparison of a kernel's output with
-// the spec model's fp32 result.
+// element before a kernel runs, and the bitwise comparison of a kernel's
+// output with the spec model's fp32 result rounded to the buffer's dtype.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -157,10 +157,11 @@ class Buffer {
     return t;
   }
 
-  // Checks every element against the fp32 reference: fp32 within 1e-6
-  // relative, 16-bit types within one unit in the last place of the rounded
-  // reference; NaN never matches. Elements outside the tensor must still hold
-  // the poison (nothing wrote outside the view).
+  // Checks every element against the fp32 reference bit for bit: the stored
+  // bits must be those of the reference rounded to the buffer's dtype (the
+  // kernels and the spec model sum in the same order, so no tolerance is
+  // due; -0 and +0 differ). NaN never matches. Elements outside the tensor
+  // must still hold the poison (nothing wrote outside the view).
   ::testing::AssertionResult matches(const spec::Tensor& ref, const std::string& what) const {
     int64_t bad = 0, checked = 0;
     std::ostringstream first;
@@ -188,13 +189,8 @@ class Buffer {
 
  private:
   bool element_ok(uint32_t got, float want) const {
-    const float g = value_of_bits(got);
-    if (!std::isfinite(g) || !std::isfinite(want)) return false;
-    if (dtype_ == DType::kFloat32) return std::fabs(g - want) <= 1e-6f * std::fabs(want);
-    // Distance in representable values, on a line where -0 and +0 meet.
-    const auto line = [](uint32_t u) -> int64_t { return (u & 0x8000u) ? -int64_t(u & 0x7fffu) : int64_t(u); };
-    const int64_t distance = line(got) - line(bits_of_value(want));
-    return distance >= -1 && distance <= 1;
+    if (!std::isfinite(value_of_bits(got)) || !std::isfinite(want)) return false;
+    return got == bits_of_value(want);
   }
 
   DType dtype_;

@@ -29,11 +29,9 @@ inline std::vector<std::string> golden_case_names(const std::string& scorer = ""
   text << in.rdbuf();
   const auto manifest = lighthouse::io::json::parse(text.str(), "manifest.json");
   std::vector<std::string> names;
-  for (const auto& item : manifest.items) {
-    const auto* name = item.find("name");
-    if (name == nullptr) lighthouse::fail("manifest.json", "a \"name\" in every case", "a case without one");
-    const auto* made_with = item.find("scorer");
-    if (scorer.empty() || (made_with != nullptr && made_with->text == scorer)) names.push_back(name->text);
+  for (const auto& item : manifest) {
+    if (!item.contains("name")) lighthouse::fail("manifest.json", "a \"name\" in every case", "a case without one");
+    if (scorer.empty() || item.value("scorer", "") == scorer) names.push_back(item.at("name").get<std::string>());
   }
   return names;
 }
@@ -71,7 +69,7 @@ inline GoldenCase load_golden(const std::string& name) {
   c.config.pooling = static_cast<int>(golden_int(c.file, "pooling_factor"));
   c.config.topk = golden_int(c.file, "topk");
   c.config.tile_budget = kGoldenTileBudget;
-  const std::string scorer = lighthouse::io::json::parse(c.file.metadata.at("scorer"), "scorer").text;
+  const std::string scorer = lighthouse::io::json::parse(c.file.metadata.at("scorer"), "scorer").get<std::string>();
   c.config.scorer = scorer == "dilated" ? lighthouse::Scorer::kDilated : lighthouse::Scorer::kNorm;
   if (scorer == "dilated") c.config.dilation = static_cast<int>(golden_int(c.file, "dilation"));
   return c;

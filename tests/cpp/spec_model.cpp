@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 namespace spec {
 
@@ -85,24 +87,79 @@ bool ranks_before(float a, int64_t ia, float b, int64_t ib) {
   return ia < ib;
 }
 
-Selection select(const Pyramid& pyr, const float* scores_qk, const float* scores_kq) {
+namespace {
+
+// The lowest value of the total order (a negative NaN with every bit set):
+// the score of an entry that has no entry `lag` before it.
+float lowest_score() {
+  const uint32_t bits = 0xffffffffu;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// The scores that rank the entries of level l under the rule: the entry's
+// own (paper), the one c_L / c_l entries before it (lagged), the one just
+// before it (causal).
+std::vector<float> ranking_scores(const Pyramid& pyr, const float* scores, int l, Rule rule) {
+  int64_t lag = 0;
+  if (rule == Rule::kLagged) lag = pyr.block[pyr.levels - 1] / pyr.block[l - 1];
+  if (rule == Rule::kCausal) lag = 1;
+  std::vector<float> out(pyr.size[l - 1]);
+  for (int64_t i = 0; i < pyr.size[l - 1]; ++i) out[i] = i >= lag ? scores[pyr.offset[l - 1] + i - lag] : lowest_score();
+  return out;
+}
+
+// Paper and lagged rules: the `half` best by the query side, then the `half`
+// best of the rest by the key side.
+std::vector<int64_t> top_choice(const std::vector<int64_t>& candidates, int64_t half, const std::vector<float>& qk,
+                                const std::vector<float>& kq) {
+  std::vector<int64_t> by_qk = candidates;
+  std::sort(by_qk.begin(), by_qk.end(), [&](int64_t a, int64_t b) { return ranks_before(qk[a], a, qk[b], b); });
+  std::vector<int64_t> chosen(by_qk.begin(), by_qk.begin() + half);
+  std::vector<int64_t> rest(by_qk.begin() + half, by_qk.end());
+  std::sort(rest.begin(), rest.end(), [&](int64_t a, int64_t b) { return ranks_before(kq[a], a, kq[b], b); });
+  chosen.insert(chosen.end(), rest.begin(), rest.begin() + half);
+  return chosen;
+}
+
+// Causal rule, one candidate at a time in position order: wanted when its
+// query-side or key-side score ranks before each of the (window - 1)
+// candidates just before it, window = 2 * ceil(n / budget); taken when
+// wanted and budget is left, or when the candidates left are no more than
+// the budget left.
+std::vector<int64_t> causal_choice(const std::vector<int64_t>& candidates, int64_t budget,
+                                   const std::vector<float>& qk, const std::vector<float>& kq) {
+  const int64_t n = static_cast<int64_t>(candidates.size());
+  const int64_t window = 2 * ((n + budget - 1) / budget);
+  std::vector<int64_t> chosen;
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t x = candidates[j];
+    bool first_by_qk = true, first_by_kq = true;
+    for (int64_t i = std::max<int64_t>(0, j - (window - 1)); i < j; ++i) {
+      const int64_t y = candidates[i];
+      if (!ranks_before(qk[x], x, qk[y], y)) first_by_qk = false;
+      if (!ranks_before(kq[x], x, kq[y], y)) first_by_kq = false;
+    }
+    const int64_t left = budget - static_cast<int64_t>(chosen.size());
+    if (left > 0 && (first_by_qk || first_by_kq || n - j <= left)) chosen.push_back(x);
+  }
+  return chosen;
+}
+
+}  // namespace
+
+Selection select(const Pyramid& pyr, const float* scores_qk, const float* scores_kq, Rule rule) {
   const int64_t half = pyr.tile_budget / 2;
   std::vector<Kept> kept;
   for (int64_t t = 0; t < pyr.tiles; ++t) {
     std::vector<int64_t> candidates;
     for (int64_t i = pyr.tile_first[t]; i < pyr.tile_first[t + 1]; ++i) candidates.push_back(i);
     for (int l = pyr.levels; l >= 2; --l) {
-      const int64_t off = pyr.offset[l - 1];
-      std::vector<int64_t> by_qk = candidates;
-      std::sort(by_qk.begin(), by_qk.end(), [&](int64_t a, int64_t b) {
-        return ranks_before(scores_qk[off + a], a, scores_qk[off + b], b);
-      });
-      std::vector<int64_t> chosen(by_qk.begin(), by_qk.begin() + half);
-      std::vector<int64_t> rest(by_qk.begin() + half, by_qk.end());
-      std::sort(rest.begin(), rest.end(), [&](int64_t a, int64_t b) {
-        return ranks_before(scores_kq[off + a], a, scores_kq[off + b], b);
-      });
-      chosen.insert(chosen.end(), rest.begin(), rest.begin() + half);
+      const std::vector<float> qk = ranking_scores(pyr, scores_qk, l, rule);
+      const std::vector<float> kq = ranking_scores(pyr, scores_kq, l, rule);
+      const std::vector<int64_t> chosen = rule == Rule::kCausal ? causal_choice(candidates, 2 * half, qk, kq)
+                                                                : top_choice(candidates, half, qk, kq);
       std::vector<int64_t> children;
       for (int64_t i : candidates) {
         const bool is_chosen = std::find(chosen.begin(), chosen.end(), i) != chosen.end();
@@ -284,6 +341,72 @@ Tensor gather_backward(const Pyramid& pyr, const Tensor& grad_sel, const std::ve
       sums.sum_into(&out, b, h);
     }
   return out;
+}
+
+namespace {
+
+// The pairs of one row of `dim` values: (first, second) element indices.
+std::vector<std::pair<int64_t, int64_t>> rope_pairs(int64_t dim, bool interleaved) {
+  std::vector<std::pair<int64_t, int64_t>> pairs;
+  for (int64_t j = 0; j < dim / 2; ++j)
+    pairs.push_back(interleaved ? std::make_pair(2 * j, 2 * j + 1) : std::make_pair(j, j + dim / 2));
+  return pairs;
+}
+
+// Forward: y_i = a_i cos_i - a_j sin_i and y_j = a_j cos_j + a_i sin_j for
+// each pair (i, j); backward (the transpose): u_i = g_i cos_i + g_j sin_j and
+// u_j = g_j cos_j - g_i sin_i. Every product and sum rounded on its own.
+void rotate(const float* a, const float* cos, const float* sin, int64_t dim, bool interleaved, bool backward,
+            float* y) {
+  for (const auto& [i, j] : rope_pairs(dim, interleaved)) {
+    if (!backward) {
+      const float ai_cos = a[i] * cos[i], aj_sin = a[j] * sin[i];
+      const float aj_cos = a[j] * cos[j], ai_sin = a[i] * sin[j];
+      y[i] = ai_cos - aj_sin;
+      y[j] = aj_cos + ai_sin;
+    } else {
+      const float gi_cos = a[i] * cos[i], gj_sin = a[j] * sin[j];
+      const float gj_cos = a[j] * cos[j], gi_sin = a[i] * sin[i];
+      y[i] = gi_cos + gj_sin;
+      y[j] = gj_cos - gi_sin;
+    }
+  }
+}
+
+// Every kept row of rows [B, S, heads, D], rotated (or rotated back) at its
+// entry's last covered position.
+Tensor rotate_entries(const Pyramid& pyr, const Tensor& rows, const std::vector<Selection>& sel, int64_t group,
+                      const Rope& rope, bool backward) {
+  if (rope.dim != rows.dim || rows.dim % 2 != 0) throw std::logic_error("spec model: rope tables of another head_dim");
+  Tensor out(rows.batch, rows.seq, rows.heads, rows.dim);
+  std::vector<float> a(rows.dim), y(rows.dim);
+  for (int64_t b = 0; b < rows.batch; ++b)
+    for (int64_t h = 0; h < rows.heads; ++h) {
+      const Selection& s = selection_of(sel, b, h, group, rows.heads);
+      for (int64_t slot = 0; slot < pyr.kept; ++slot) {
+        const Entry e = entry_of(pyr, s.indices[slot]);
+        const int64_t last = (e.local + 1) * pyr.block[e.level - 1] - 1;
+        const int64_t row = b * rope.batch_stride + last * rope.dim;
+        for (int64_t d = 0; d < rows.dim; ++d) a[d] = rows.at(b, slot, h, d);
+        rotate(a.data(), rope.cos + row, rope.sin + row, rows.dim, rope.interleaved, backward, y.data());
+        for (int64_t d = 0; d < rows.dim; ++d) out.at(b, slot, h, d) = y[d];
+      }
+    }
+  return out;
+}
+
+}  // namespace
+
+Tensor gather_rotated(const Pyramid& pyr, const Tensor& x, const std::vector<Selection>& sel, int64_t group,
+                      const Rope& rope, float (*round)(float)) {
+  Tensor means = gather(pyr, x, sel, group);
+  for (float& m : means.data) m = round(m);
+  return rotate_entries(pyr, means, sel, group, rope, false);
+}
+
+Tensor gather_backward_rotated(const Pyramid& pyr, const Tensor& grad_sel, const std::vector<Selection>& sel,
+                               int64_t group, const Rope& rope) {
+  return gather_backward(pyr, rotate_entries(pyr, grad_sel, sel, group, rope, true), sel, group);
 }
 
 }  // namespace spec

@@ -57,8 +57,14 @@ struct Selection {
   std::vector<char> selected;    // per kept entry: a coarse entry whose children were expanded
 };
 
+// The selection rules (docs/semantics.md): the paper's per-tile top-k on
+// each entry's own score, the same top-k on the score of the entry one
+// coarsest block earlier, and the causal streaming rule on the score of the
+// entry just before.
+enum class Rule { kPaper, kLagged, kCausal };
+
 // Throws std::logic_error if the keys of the kept entries are not unique.
-Selection select(const Pyramid& pyr, const float* scores_qk, const float* scores_kq);
+Selection select(const Pyramid& pyr, const float* scores_qk, const float* scores_kq, Rule rule = Rule::kPaper);
 
 // A float tensor addressed as (batch, seq, head, d), whatever the logical
 // name of its dimensions ([B, N, H, D] inputs or [B, H, S, D] selections).
@@ -97,5 +103,29 @@ Tensor scatter_backward(const Pyramid& pyr, const Tensor& grad_out, const std::v
 // Each position sums grad_sel / c_l of the kept entries covering it, levels
 // 1..L in that order: [B, N, heads, D].
 Tensor gather_backward(const Pyramid& pyr, const Tensor& grad_sel, const std::vector<Selection>& sel, int64_t group);
+
+// Rotary tables (spec section 10) as the tests lay them out: row (b, pos) of
+// cos and sin starts at b * batch_stride + pos * dim; batch_stride 0 shares
+// one [N, D] table between the batch rows. Pairs are (j, j + D/2), or
+// (2j, 2j + 1) when interleaved.
+struct Rope {
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  int64_t batch_stride = 0;
+  int64_t dim = 0;
+  bool interleaved = false;
+};
+
+// gather of q or k with rotary tables: each kept entry's mean, passed
+// through `round` (the storage dtype's round trip), rotated at the last base
+// position the entry covers, (i + 1) * c_l - 1: [B, S, heads, D].
+Tensor gather_rotated(const Pyramid& pyr, const Tensor& x, const std::vector<Selection>& sel, int64_t group,
+                      const Rope& rope, float (*round)(float));
+
+// gather_backward of q or k with rotary tables: each kept entry's gradient
+// row rotated back (the transpose of gather_rotated's rotation) at the same
+// position, then spread as gather_backward does: [B, N, heads, D].
+Tensor gather_backward_rotated(const Pyramid& pyr, const Tensor& grad_sel, const std::vector<Selection>& sel,
+                               int64_t group, const Rope& rope);
 
 }  // namespace spec

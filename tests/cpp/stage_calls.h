@@ -36,10 +36,12 @@ inline void run_pool_score(const lighthouse::Dims& dims, const lighthouse::Geome
 }
 
 inline void run_select(const lighthouse::Dims& dims, const lighthouse::Geometry& geo, const float* scores_qk,
-                       const float* scores_kq, int32_t* indices, int32_t* slots) {
+                       const float* scores_kq, int32_t* indices, int32_t* slots,
+                       lighthouse::Selection rule = lighthouse::Selection::kPaper) {
   lighthouse::SelectParams p;
   p.dims = dims;
   p.geo = geo;
+  p.selection = rule;
   p.scores_qk = scores_qk;
   p.scores_kq = scores_kq;
   p.indices = indices;
@@ -49,7 +51,7 @@ inline void run_select(const lighthouse::Dims& dims, const lighthouse::Geometry&
 
 inline void run_gather(const lighthouse::Dims& dims, const lighthouse::Geometry& geo, const Buffer& q,
                        const Buffer& k, const Buffer& v, const int32_t* indices, Buffer& q_sel, Buffer& k_sel,
-                       Buffer& v_sel) {
+                       Buffer& v_sel, const lighthouse::RopeTables& rope = {}) {
   lighthouse::GatherParams p;
   p.dims = dims;
   p.geo = geo;
@@ -67,6 +69,7 @@ inline void run_gather(const lighthouse::Dims& dims, const lighthouse::Geometry&
   p.k_sel_strides = k_sel.strides();
   p.v_sel = v_sel.data();
   p.v_sel_strides = v_sel.strides();
+  p.rope = rope;
   lighthouse::cpu::gather(p);
 }
 
@@ -100,7 +103,8 @@ inline void run_scatter_backward(const lighthouse::Dims& dims, const lighthouse:
 
 inline void run_gather_backward(const lighthouse::Dims& dims, const lighthouse::Geometry& geo,
                                 const Buffer& grad_q_sel, const Buffer& grad_k_sel, const Buffer& grad_v_sel,
-                                const int32_t* slots, Buffer& grad_q, Buffer& grad_k, Buffer& grad_v) {
+                                const int32_t* slots, Buffer& grad_q, Buffer& grad_k, Buffer& grad_v,
+                                const lighthouse::RopeTables& rope = {}) {
   lighthouse::GatherBackwardParams p;
   p.dims = dims;
   p.geo = geo;
@@ -118,6 +122,7 @@ inline void run_gather_backward(const lighthouse::Dims& dims, const lighthouse::
   p.grad_k_strides = grad_k.strides();
   p.grad_v = grad_v.data();
   p.grad_v_strides = grad_v.strides();
+  p.rope = rope;
   lighthouse::cpu::gather_backward(p);
 }
 

@@ -7,12 +7,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "expect_error.h"
 #include "lighthouse/attention.h"
-#include "lighthouse/error.h"
 #include "lighthouse/threading.h"
 
 namespace lighthouse {
@@ -254,31 +256,91 @@ TEST(CpuAttention, IndependentOfThreadCount) {
   EXPECT_EQ(one.dv, three.dv);
 }
 
-TEST(CpuAttention, RejectsBadArguments) {
-  std::vector<float> buf(64, 0.0f);
-  AttentionParams p;
-  p.batch = 1;
-  p.heads = 3;
-  p.kv_heads = 2;
-  p.seq_len = 2;
-  p.head_dim = 4;
-  p.scale = 0.5f;
-  p.q = p.k = p.v = buf.data();
-  p.out = buf.data();
-  p.q_strides = p.out_strides = contiguous_bhsd(3, 2, 4);
-  p.k_strides = p.v_strides = contiguous_bhsd(2, 2, 4);
-  EXPECT_THROW(cpu::attention(p), Error);  // heads % kv_heads
-  p.kv_heads = 1;
-  p.scale = 0.0f;
-  EXPECT_THROW(cpu::attention(p), Error);
-  p.scale = 0.5f;
-  p.out = nullptr;
-  EXPECT_THROW(cpu::attention(p), Error);
-  p.out = buf.data();
-  p.out_strides.seq = 0;
-  EXPECT_THROW(cpu::attention(p), Error);
-  AttentionBackwardParams g;
-  EXPECT_THROW(cpu::attention_backward(g), Error);
+// A valid forward and backward call over one buffer (B = 1, H = 2, Hkv = 1,
+// S = 2, D = 4), each broken one rule at a time by the tests below.
+struct ErrorCase {
+  std::vector<float> buf = std::vector<float>(64, 0.0f);
+  std::vector<float> lse = std::vector<float>(8, 0.0f);
+  AttentionParams fwd;
+  AttentionBackwardParams bwd;
+
+  ErrorCase() {
+    fwd.batch = bwd.batch = 1;
+    fwd.heads = bwd.heads = 2;
+    fwd.kv_heads = bwd.kv_heads = 1;
+    fwd.seq_len = bwd.seq_len = 2;
+    fwd.head_dim = bwd.head_dim = 4;
+    fwd.scale = bwd.scale = 0.5f;
+    fwd.q = fwd.k = fwd.v = bwd.q = bwd.k = bwd.v = bwd.out = bwd.grad_out = buf.data();
+    fwd.out = bwd.grad_q = bwd.grad_k = bwd.grad_v = buf.data();
+    bwd.lse = lse.data();
+    fwd.q_strides = fwd.out_strides = bwd.q_strides = bwd.out_strides = bwd.grad_out_strides = bwd.grad_q_strides =
+        contiguous_bhsd(2, 2, 4);
+    fwd.k_strides = fwd.v_strides = bwd.k_strides = bwd.v_strides = bwd.grad_k_strides = bwd.grad_v_strides =
+        contiguous_bhsd(1, 2, 4);
+  }
+};
+
+struct Breakage {
+  const char* argument;
+  std::function<void(AttentionParams&)> forward;
+  std::function<void(AttentionBackwardParams&)> backward;  // empty: forward only
+};
+
+// Rules shared by the forward and the backward: the same change breaks both.
+template <typename F>
+Breakage both(const char* argument, F change) {
+  return {argument, change, change};
+}
+
+TEST(CpuAttention, ValidErrorCaseRuns) {
+  ErrorCase c;
+  EXPECT_NO_THROW(cpu::attention(c.fwd));
+  EXPECT_NO_THROW(cpu::attention_backward(c.bwd));
+}
+
+TEST(CpuAttention, EveryRuleNamesItsArgument) {
+  const std::vector<Breakage> breakages = {
+      both("batch", [](auto& p) { p.batch = 0; }),
+      both("heads", [](auto& p) { p.heads = 0; }),
+      both("kv_heads", [](auto& p) { p.kv_heads = -1; }),
+      both("heads % kv_heads", [](auto& p) { p.heads = 3, p.kv_heads = 2; }),
+      both("seq_len", [](auto& p) { p.seq_len = -1; }),
+      both("head_dim", [](auto& p) { p.head_dim = 0; }),
+      both("scale", [](auto& p) { p.scale = 0.0f; }),
+      both("scale", [](auto& p) { p.scale = std::numeric_limits<float>::infinity(); }),
+      both("dtype", [](auto& p) { p.dtype = static_cast<DType>(9); }),
+      both("q", [](auto& p) { p.q = nullptr; }),
+      both("k", [](auto& p) { p.k = nullptr; }),
+      both("v", [](auto& p) { p.v = nullptr; }),
+      both("out", [](auto& p) { p.out = nullptr; }),
+      both("q_strides.seq", [](auto& p) { p.q_strides.seq = -4; }),
+      both("k_strides.batch", [](auto& p) { p.k_strides.batch = -1; }),
+      both("v_strides.head", [](auto& p) { p.v_strides.head = -1; }),
+      {"out_strides.seq", [](AttentionParams& p) { p.out_strides.seq = 0; }, {}},  // an output may not alias
+      {"lse", {}, [](AttentionBackwardParams& p) { p.lse = nullptr; }},
+      {"grad_out", {}, [](AttentionBackwardParams& p) { p.grad_out = nullptr; }},
+      {"grad_q", {}, [](AttentionBackwardParams& p) { p.grad_q = nullptr; }},
+      {"grad_k", {}, [](AttentionBackwardParams& p) { p.grad_k = nullptr; }},
+      {"grad_v", {}, [](AttentionBackwardParams& p) { p.grad_v = nullptr; }},
+      {"out_strides.head", {}, [](AttentionBackwardParams& p) { p.out_strides.head = -1; }},
+      {"grad_out_strides.seq", {}, [](AttentionBackwardParams& p) { p.grad_out_strides.seq = -1; }},
+      {"grad_q_strides.head", {}, [](AttentionBackwardParams& p) { p.grad_q_strides.head = 0; }},
+      {"grad_k_strides.seq", {}, [](AttentionBackwardParams& p) { p.grad_k_strides.seq = 0; }},
+      {"grad_v_strides.batch", {}, [](AttentionBackwardParams& p) { p.grad_v_strides.batch = -8; }},
+  };
+  for (const Breakage& b : breakages) {
+    SCOPED_TRACE(b.argument);
+    ErrorCase c;
+    if (b.forward) {
+      b.forward(c.fwd);
+      EXPECT_TRUE(lhtest::throws_naming([&] { cpu::attention(c.fwd); }, b.argument)) << "forward";
+    }
+    if (b.backward) {
+      b.backward(c.bwd);
+      EXPECT_TRUE(lhtest::throws_naming([&] { cpu::attention_backward(c.bwd); }, b.argument)) << "backward";
+    }
+  }
 }
 
 }  // namespace

@@ -6,15 +6,14 @@
 
 #include <cmath>
 #include <cstdint>
-#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "expect_error.h"
 #include "lighthouse/checks.h"
 #include "lighthouse/config.h"
 #include "lighthouse/cpu.h"
-#include "lighthouse/error.h"
 #include "lighthouse/geometry.h"
 #include "lighthouse/params.h"
 
@@ -22,21 +21,7 @@ namespace {
 
 using lighthouse::Config;
 using lighthouse::Dims;
-
-// Passes when fn throws lighthouse::Error whose message names `argument`.
-::testing::AssertionResult throws_naming(const std::function<void()>& fn, const std::string& argument) {
-  try {
-    fn();
-  } catch (const lighthouse::Error& e) {
-    const std::string message = e.what();
-    if (message.find("lighthouse: " + argument + ": expected") != std::string::npos)
-      return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << "message \"" << message << "\" does not name " << argument;
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw another exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "nothing thrown (expected an error naming " << argument << ")";
-}
+using lhtest::throws_naming;
 
 Dims valid_dims() {
   Dims d;
@@ -129,6 +114,12 @@ TEST(ConfigValidation, ScorerIsKnown) {
   expect_config_error(c, "scorer");
 }
 
+TEST(ConfigValidation, SelectionRuleIsKnown) {
+  Config c = valid_config();
+  c.selection = static_cast<lighthouse::Selection>(7);
+  expect_config_error(c, "selection");
+}
+
 TEST(ConfigValidation, DilationOfTheDilatedScorerIsPositive) {
   Config c = valid_config();
   c.scorer = lighthouse::Scorer::kDilated;
@@ -184,6 +175,12 @@ struct Stages {
                      v_sel = k_sel, o_sel = q_sel, out = std::vector<float>(N * H * D, kPoison), grad_out = out,
                      grad_o_sel = q_sel, grad_q = out, grad_k = std::vector<float>(N * G * D, kPoison), grad_v = grad_k;
   std::vector<int32_t> indices = std::vector<int32_t>(G * S, -7), slots = std::vector<int32_t>(G * P, -7);
+  // pool_score's optional level-L means, [B, n_L, H or Hkv, D].
+  int64_t n_L = geo.coarsest();
+  std::vector<float> pooled_q = std::vector<float>(n_L * H * D, kPoison),
+                     pooled_k = std::vector<float>(n_L * G * D, kPoison), pooled_v = pooled_k;
+  // Rope tables, [N, D].
+  std::vector<float> rope_table = std::vector<float>(N * D, 0.5f);
 
   lighthouse::PoolScoreParams pool;
   lighthouse::SelectParams select;
@@ -220,9 +217,29 @@ struct Stages {
     gather_back.grad_v = grad_v.data(), gather_back.grad_v_strides = bnhd(G);
   }
 
+  // pool_score writing the level-L means as well (valid).
+  lighthouse::PoolScoreParams pool_with_pooled() {
+    lighthouse::PoolScoreParams p = pool;
+    p.v = v.data(), p.v_strides = lighthouse::contiguous_bnhd(N, G, D);
+    p.pooled_q = pooled_q.data(), p.pooled_q_strides = lighthouse::contiguous_bnhd(n_L, H, D);
+    p.pooled_k = pooled_k.data(), p.pooled_k_strides = lighthouse::contiguous_bnhd(n_L, G, D);
+    p.pooled_v = pooled_v.data(), p.pooled_v_strides = lighthouse::contiguous_bnhd(n_L, G, D);
+    return p;
+  }
+
+  // gather reading level L from pool_score's means (valid).
+  lighthouse::GatherParams gather_with_pooled() {
+    lighthouse::GatherParams p = gather;
+    p.pooled_q = pooled_q.data(), p.pooled_q_strides = lighthouse::contiguous_bnhd(n_L, H, D);
+    p.pooled_k = pooled_k.data(), p.pooled_k_strides = lighthouse::contiguous_bnhd(n_L, G, D);
+    p.pooled_v = pooled_v.data(), p.pooled_v_strides = lighthouse::contiguous_bnhd(n_L, G, D);
+    return p;
+  }
+
   // True while no stage output has been written.
   bool outputs_untouched() const {
-    for (const auto* buf : {&scores_qk, &scores_kq, &q_sel, &k_sel, &v_sel, &out, &grad_o_sel, &grad_q, &grad_k, &grad_v})
+    for (const auto* buf : {&scores_qk, &scores_kq, &q_sel, &k_sel, &v_sel, &out, &grad_o_sel, &grad_q, &grad_k,
+                            &grad_v, &pooled_q, &pooled_k, &pooled_v})
       for (float x : *buf)
         if (x != kPoison) return false;
     for (const auto* buf : {&indices, &slots})
@@ -346,6 +363,16 @@ TEST(StageValidation, StageDimsArePositive) {
   expect_stage_error(gather, &lighthouse::cpu::gather, "dims.kv_heads", s);
 }
 
+TEST(StageValidation, StageHeadsArePositive) {
+  Stages s;
+  auto select = s.select;
+  select.dims.heads = 0;
+  expect_stage_error(select, &lighthouse::cpu::select, "dims.heads", s);
+  auto back = s.gather_back;
+  back.dims.heads = -2;
+  expect_stage_error(back, &lighthouse::cpu::gather_backward, "dims.heads", s);
+}
+
 TEST(StageValidation, StageHeadsAreAMultipleOfKvHeads) {
   Stages s;
   auto scatter = s.scatter;
@@ -359,6 +386,90 @@ TEST(StageValidation, UnknownDtypeIsNamed) {
   auto gather = s.gather;
   gather.dtype = static_cast<lighthouse::DType>(9);
   expect_stage_error(gather, &lighthouse::cpu::gather, "dtype", s);
+}
+
+TEST(StageValidation, UnknownSelectionRuleIsNamed) {
+  Stages s;
+  auto select = s.select;
+  select.selection = static_cast<lighthouse::Selection>(7);
+  expect_stage_error(select, &lighthouse::cpu::select, "selection", s);
+}
+
+TEST(StageValidation, ValidPooledTensorsRun) {
+  Stages s;
+  lighthouse::cpu::pool_score(s.pool_with_pooled());
+  EXPECT_FALSE(s.outputs_untouched());
+}
+
+TEST(StageValidation, PooledTensorsAreAllThreeOrNone) {
+  Stages s;
+  for (int set = 1; set <= 2; ++set) {
+    SCOPED_TRACE(std::to_string(set) + " of 3 set");
+    auto pool = s.pool_with_pooled();
+    auto gather = s.gather_with_pooled();
+    pool.pooled_v = nullptr, gather.pooled_v = nullptr;
+    if (set == 1) pool.pooled_k = nullptr, gather.pooled_k = nullptr;
+    expect_stage_error(pool, &lighthouse::cpu::pool_score, "pooled_q, pooled_k, pooled_v", s);
+    expect_stage_error(gather, &lighthouse::cpu::gather, "pooled_q, pooled_k, pooled_v", s);
+  }
+}
+
+TEST(StageValidation, PooledTensorsNeedTheBaseTensors) {
+  // With given base scores pool_score reads no q or k, unless it pools them.
+  Stages s;
+  auto pool = s.pool_with_pooled();
+  pool.base_qk = pool.base_kq = s.q.data();
+  auto no_q = pool;
+  no_q.q = nullptr;
+  expect_stage_error(no_q, &lighthouse::cpu::pool_score, "q (needed for pooled_q)", s);
+  auto no_k = pool;
+  no_k.k = nullptr;
+  expect_stage_error(no_k, &lighthouse::cpu::pool_score, "k (needed for pooled_k)", s);
+  auto no_v = pool;
+  no_v.v = nullptr;
+  expect_stage_error(no_v, &lighthouse::cpu::pool_score, "v (needed for pooled_v)", s);
+}
+
+TEST(StageValidation, PooledStridesAreNamed) {
+  Stages s;
+  auto pool = s.pool_with_pooled();
+  pool.v_strides.seq = -1;
+  expect_stage_error(pool, &lighthouse::cpu::pool_score, "v_strides.seq", s);
+  pool = s.pool_with_pooled();
+  pool.pooled_q_strides.seq = 0;  // an output: n_L > 1 rows would alias
+  expect_stage_error(pool, &lighthouse::cpu::pool_score, "pooled_q_strides.seq", s);
+  pool = s.pool_with_pooled();
+  pool.pooled_v_strides.batch = -3;
+  expect_stage_error(pool, &lighthouse::cpu::pool_score, "pooled_v_strides.batch", s);
+  auto gather = s.gather_with_pooled();
+  gather.pooled_k_strides.head = -1;  // an input: broadcasting (0) is allowed, negative is not
+  expect_stage_error(gather, &lighthouse::cpu::gather, "pooled_k_strides.head", s);
+}
+
+TEST(StageValidation, RopeTablesComeInPairs) {
+  Stages s;
+  auto gather = s.gather;
+  gather.rope.cos = s.rope_table.data();
+  expect_stage_error(gather, &lighthouse::cpu::gather, "rope.cos, rope.sin", s);
+  auto back = s.gather_back;
+  back.rope.sin = s.rope_table.data();
+  expect_stage_error(back, &lighthouse::cpu::gather_backward, "rope.cos, rope.sin", s);
+}
+
+TEST(StageValidation, RopeNeedsAnEvenHeadDim) {
+  Stages s;
+  auto gather = s.gather;
+  gather.rope.cos = gather.rope.sin = s.rope_table.data();
+  gather.dims.head_dim = 3;
+  expect_stage_error(gather, &lighthouse::cpu::gather, "dims.head_dim", s);
+}
+
+TEST(StageValidation, RopeBatchStrideIsNonNegative) {
+  Stages s;
+  auto back = s.gather_back;
+  back.rope.cos = back.rope.sin = s.rope_table.data();
+  back.rope.batch_stride = -1;
+  expect_stage_error(back, &lighthouse::cpu::gather_backward, "rope.batch_stride", s);
 }
 
 }  // namespace

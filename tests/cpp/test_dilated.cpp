@@ -1,13 +1,16 @@
 // The dilated scorer: the golden dilated case's pyramid scores, and base
 // scores for a ragged N (not a multiple of delta), GQA and strided inputs
-// against a naive double-precision computation per residue class.
+// against a naive double-precision computation per residue class, and an
+// error naming the argument for every rule of its params.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <random>
 #include <vector>
 
+#include "expect_error.h"
 #include "golden.h"
 #include "lighthouse/dilated.h"
 #include "lighthouse/error.h"
@@ -144,21 +147,43 @@ TEST(Dilated, RaggedGqaStridedMatchesNaive) {
   }
 }
 
-TEST(Dilated, RejectsBadArguments) {
+TEST(Dilated, EveryRuleNamesItsArgument) {
   std::vector<float> x(64, 0.0f);
-  lighthouse::DilatedParams p;
-  p.dims = {1, 4, 2, 2, 4};
-  p.q = p.k = p.v = x.data();
-  p.q_strides = p.k_strides = p.v_strides = lighthouse::contiguous_bnhd(4, 2, 4);
-  p.base_qk = p.base_kq = x.data();
-  p.dilation = 0;
-  EXPECT_THROW(lighthouse::cpu::dilated_scores(p), lighthouse::Error);
-  p.dilation = 4;
-  p.base_kq = nullptr;
-  EXPECT_THROW(lighthouse::cpu::dilated_scores(p), lighthouse::Error);
-  p.base_kq = x.data();
-  p.dims.kv_heads = 3;
-  EXPECT_THROW(lighthouse::cpu::dilated_scores(p), lighthouse::Error);
+  lighthouse::DilatedParams valid;
+  valid.dims = {1, 4, 2, 2, 4};
+  valid.q = valid.k = valid.v = x.data();
+  valid.q_strides = valid.k_strides = valid.v_strides = lighthouse::contiguous_bnhd(4, 2, 4);
+  valid.base_qk = valid.base_kq = x.data();
+  valid.dilation = 2;
+  EXPECT_NO_THROW(lighthouse::cpu::dilated_scores(valid));
+  const struct {
+    const char* argument;
+    std::function<void(lighthouse::DilatedParams&)> change;
+  } breakages[] = {
+      {"dims.batch", [](auto& p) { p.dims.batch = 0; }},
+      {"dims.seq_len", [](auto& p) { p.dims.seq_len = 0; }},
+      {"dims.heads", [](auto& p) { p.dims.heads = -1; }},
+      {"dims.kv_heads", [](auto& p) { p.dims.kv_heads = 0; }},
+      {"dims.heads % dims.kv_heads", [](auto& p) { p.dims.kv_heads = 3; }},
+      {"dims.head_dim", [](auto& p) { p.dims.head_dim = 0; }},
+      {"dilation", [](auto& p) { p.dilation = 0; }},
+      {"scale", [](auto& p) { p.scale = -1.0f; }},
+      {"scale", [](auto& p) { p.scale = std::numeric_limits<float>::quiet_NaN(); }},
+      {"q", [](auto& p) { p.q = nullptr; }},
+      {"k", [](auto& p) { p.k = nullptr; }},
+      {"v", [](auto& p) { p.v = nullptr; }},
+      {"base_qk", [](auto& p) { p.base_qk = nullptr; }},
+      {"base_kq", [](auto& p) { p.base_kq = nullptr; }},
+      {"q_strides", [](auto& p) { p.q_strides.seq = -1; }},
+      {"k_strides", [](auto& p) { p.k_strides.head = -1; }},
+      {"v_strides", [](auto& p) { p.v_strides.batch = -1; }},
+  };
+  for (const auto& b : breakages) {
+    SCOPED_TRACE(b.argument);
+    lighthouse::DilatedParams p = valid;
+    b.change(p);
+    EXPECT_TRUE(lhtest::throws_naming([&] { lighthouse::cpu::dilated_scores(p); }, b.argument));
+  }
 }
 
 }  // namespace

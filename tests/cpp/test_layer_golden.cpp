@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "expect_error.h"
 #include "golden.h"
 #include "lighthouse/error.h"
 #include "lighthouse/layer.h"
@@ -96,40 +98,55 @@ TEST_P(LayerGolden, SelectsFromGivenScores) {
 INSTANTIATE_TEST_SUITE_P(Golden, LayerGolden, testing::ValuesIn(lhtest::golden_case_names()),
                          [](const testing::TestParamInfo<std::string>& info) { return info.param; });
 
-TEST(Layer, BackwardBeforeForwardIsAnError) {
-  std::vector<float> x(4096 * 16, 0.0f);
-  lighthouse::Config c;
-  c.levels = 2;
-  c.pooling = 2;
-  c.topk = 128;
+// Valid layer inputs: B = 1, N = 4096, H = Hkv = 1, D = 16, L = 2, p = 2, topk = 128.
+struct LayerErrorCase {
+  std::vector<float> x = std::vector<float>(4096 * 16, 0.0f);
+  lighthouse::Config config;
   lighthouse::LayerInputs in;
-  in.dims = {1, 4096, 1, 1, 16};
-  in.q = in.k = in.v = x.data();
-  in.q_strides = in.k_strides = in.v_strides = lighthouse::contiguous_bnhd(4096, 1, 16);
-  lighthouse::Layer layer(c, in);
-  EXPECT_THROW(layer.backward(x.data(), in.q_strides, x.data(), in.q_strides, x.data(), in.q_strides, x.data(),
-                              in.q_strides),
-               lighthouse::Error);
+
+  LayerErrorCase() {
+    config.levels = 2;
+    config.pooling = 2;
+    config.topk = 128;
+    in.dims = {1, 4096, 1, 1, 16};
+    in.q = in.k = in.v = x.data();
+    in.q_strides = in.k_strides = in.v_strides = lighthouse::contiguous_bnhd(4096, 1, 16);
+  }
+};
+
+TEST(Layer, BackwardBeforeForwardIsAnError) {
+  LayerErrorCase c;
+  lighthouse::Layer layer(c.config, c.in);
+  float* x = c.x.data();
+  const Strides s = c.in.q_strides;
+  EXPECT_TRUE(lhtest::throws_naming([&] { layer.backward(x, s, x, s, x, s, x, s); }, "Layer::backward"));
 }
 
-TEST(Layer, RejectsBadInputs) {
-  std::vector<float> x(4096 * 16, 0.0f);
-  lighthouse::Config c;
-  c.levels = 2;
-  c.pooling = 2;
-  c.topk = 128;
-  lighthouse::LayerInputs in;
-  in.dims = {1, 4096, 1, 1, 16};
-  in.q = in.k = in.v = x.data();
-  in.q_strides = in.k_strides = in.v_strides = lighthouse::contiguous_bnhd(4096, 1, 16);
-  in.dims.seq_len = 100;  // shorter than topk * pooling^(levels-1)
-  EXPECT_THROW(lighthouse::Layer(c, in), lighthouse::Error);
-  in.dims.seq_len = 4096;
-  in.v = nullptr;
-  EXPECT_THROW(lighthouse::Layer(c, in), lighthouse::Error);
-  in.v = x.data();
-  in.scores_qk = x.data();
-  EXPECT_THROW(lighthouse::Layer(c, in), lighthouse::Error);
+TEST(Layer, EveryInputRuleNamesItsArgument) {
+  const struct {
+    const char* argument;
+    std::function<void(LayerErrorCase&)> change;
+  } breakages[] = {
+      {"seq_len", [](auto& c) { c.in.dims.seq_len = 100; }},  // shorter than topk * pooling^(levels-1)
+      {"heads % kv_heads", [](auto& c) { c.in.dims.heads = 3, c.in.dims.kv_heads = 2; }},
+      {"topk", [](auto& c) { c.config.topk = 100; }},
+      {"dtype", [](auto& c) { c.in.dtype = static_cast<lighthouse::DType>(9); }},
+      {"q", [](auto& c) { c.in.q = nullptr; }},
+      {"k", [](auto& c) { c.in.k = nullptr; }},
+      {"v", [](auto& c) { c.in.v = nullptr; }},
+      {"scores_qk / scores_kq", [](auto& c) { c.in.scores_qk = c.x.data(); }},
+      {"scores_qk / scores_kq", [](auto& c) { c.in.scores_kq = c.x.data(); }},
+  };
+  {
+    LayerErrorCase c;
+    EXPECT_NO_THROW(lighthouse::Layer(c.config, c.in));
+  }
+  for (const auto& b : breakages) {
+    SCOPED_TRACE(b.argument);
+    LayerErrorCase c;
+    b.change(c);
+    EXPECT_TRUE(lhtest::throws_naming([&] { lighthouse::Layer(c.config, c.in); }, b.argument));
+  }
 }
 
 }  // namespace

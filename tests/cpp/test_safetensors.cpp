@@ -153,6 +153,57 @@ TEST(SafeTensors, NonStringMetadata) {
   std::remove(path.c_str());
 }
 
+TEST(SafeTensors, DuplicateNameIsAnError) {
+  const std::string path = temp_path("duplicate");
+  write_raw(path,
+            R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+            R"("x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+            std::vector<uint8_t>(8));
+  expect_read_error(path, "the key \"x\" twice");
+  std::remove(path.c_str());
+}
+
+TEST(SafeTensors, OffsetsAreIntegers) {
+  const std::string path = temp_path("float_offset");
+  write_raw(path, R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4.0]}})", std::vector<uint8_t>(4));
+  expect_read_error(path, "data_offsets[1]: expected a non-negative integer");
+  write_raw(path, R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,1e1]}})", std::vector<uint8_t>(4));
+  expect_read_error(path, "data_offsets[1]: expected a non-negative integer");
+  write_raw(path, R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,9223372036854775808]}})",
+            std::vector<uint8_t>(4));
+  expect_read_error(path, "data_offsets[1]: expected an integer below 2^63");
+  std::remove(path.c_str());
+}
+
+TEST(SafeTensors, UnicodeNamesAndEscapesRoundTrip) {
+  SafeTensors file;
+  file.metadata["note"] = "caf\xc3\xa9 \xf0\x9f\x94\xa6 \t tab";
+  file.tensors["\xc3\xbc"] = from_float32({1.0f}, {1});
+  const std::string path = temp_path("unicode");
+  write_safetensors(path, file);
+  const SafeTensors back = read_safetensors(path);
+  EXPECT_EQ(back.metadata, file.metadata);
+  EXPECT_EQ(back.tensors.count("\xc3\xbc"), 1u);
+  // \u escapes, a surrogate pair included, decode to UTF-8.
+  write_raw(path, R"({"__metadata__":{"k":"\u00e9\ud83d\udd26"}})", {});
+  EXPECT_EQ(read_safetensors(path).metadata.at("k"), "\xc3\xa9\xf0\x9f\x94\xa6");
+  std::remove(path.c_str());
+}
+
+TEST(SafeTensors, InvalidUtf8IsNotWritten) {
+  SafeTensors file;
+  file.metadata["bad"] = "\xff";
+  const std::string path = temp_path("bad_utf8");
+  try {
+    write_safetensors(path, file);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(path + ": header: expected names and metadata in valid UTF-8"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(SafeTensors, IntegerTensorIsNotFloat) {
   EXPECT_THROW(to_float32(from_int32({1, 2}, {2})), Error);
   EXPECT_THROW(to_int32(from_float32({1.0f}, {1})), Error);

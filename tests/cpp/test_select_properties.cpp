@@ -26,14 +26,27 @@ struct SelectCase {
   int levels = 2, pooling = 2, tile_budget = 2;
   int64_t topk = 2;
   int64_t batch = 1, kv_heads = 1;
+  lighthouse::Selection rule = lighthouse::Selection::kPaper;
 
   std::string describe() const {
     std::ostringstream os;
     os << "N=" << seq_len << " L=" << levels << " p=" << pooling << " m=" << tile_budget << " topk=" << topk
-       << " B=" << batch << " Hkv=" << kv_heads;
+       << " B=" << batch << " Hkv=" << kv_heads << " rule=" << static_cast<int>(rule);
     return os.str();
   }
 };
+
+constexpr lighthouse::Selection kRules[] = {lighthouse::Selection::kPaper, lighthouse::Selection::kLagged,
+                                            lighthouse::Selection::kCausal};
+
+spec::Rule spec_rule(lighthouse::Selection rule) {
+  switch (rule) {
+    case lighthouse::Selection::kPaper: return spec::Rule::kPaper;
+    case lighthouse::Selection::kLagged: return spec::Rule::kLagged;
+    case lighthouse::Selection::kCausal: return spec::Rule::kCausal;
+  }
+  return spec::Rule::kPaper;
+}
 
 lighthouse::Config config_of(const SelectCase& c) {
   lighthouse::Config config;
@@ -156,10 +169,11 @@ bool check_selection(const SelectCase& c, Scores kind, uint64_t seed) {
   auto indices = lhtest::poisoned<int32_t>(heads * pyr.kept);
   auto slots = lhtest::poisoned<int32_t>(heads * pyr.pyramid_len);
   lhtest::run_select(lhtest::make_dims(c.batch, c.seq_len, c.kv_heads, c.kv_heads, 1), geo, qk.data(), kq.data(),
-                     indices.data(), slots.data());
+                     indices.data(), slots.data(), c.rule);
   for (int64_t bg = 0; bg < heads; ++bg) {
     SCOPED_TRACE("batch*kv_heads item " + std::to_string(bg));
-    const spec::Selection want = spec::select(pyr, qk.data() + bg * pyr.pyramid_len, kq.data() + bg * pyr.pyramid_len);
+    const spec::Selection want =
+        spec::select(pyr, qk.data() + bg * pyr.pyramid_len, kq.data() + bg * pyr.pyramid_len, spec_rule(c.rule));
     const int32_t* got = indices.data() + bg * pyr.kept;
     const int32_t* got_slots = slots.data() + bg * pyr.pyramid_len;
     for (int64_t s = 0; s < pyr.kept; ++s)
@@ -216,14 +230,16 @@ SelectCase random_case(std::mt19937_64& rng, int pooling, int levels, int tile_b
   }
 }
 
-// Runs `count` random configurations of a family, seeded from base_seed.
+// Runs `count` random configurations of a family, seeded from base_seed,
+// under each selection rule in turn.
 int run_family(const char* family, int count, uint64_t base_seed, Scores kind,
                SelectCase (*make)(std::mt19937_64&, int)) {
   int done = 0;
   for (int i = 0; i < count; ++i) {
     const uint64_t seed = base_seed + static_cast<uint64_t>(i);
     std::mt19937_64 rng(seed);
-    const SelectCase c = make(rng, i);
+    SelectCase c = make(rng, i);
+    c.rule = kRules[i % 3];
     if (!check_selection(c, kind, seed)) break;
     ++done;
   }
@@ -323,7 +339,11 @@ TEST(SelectProperties, LargeSequences) {
   b.topk = 24;
   EXPECT_TRUE(check_selection(a, Scores::kUniform, 8001));
   EXPECT_TRUE(check_selection(b, Scores::kFewValues, 8002));
-  std::printf("large sequences: 2 configurations\n");
+  a.rule = lighthouse::Selection::kCausal;
+  b.rule = lighthouse::Selection::kLagged;
+  EXPECT_TRUE(check_selection(a, Scores::kUniform, 8003));
+  EXPECT_TRUE(check_selection(b, Scores::kFewValues, 8004));
+  std::printf("large sequences: 4 configurations\n");
 }
 
 }  // namespace

@@ -9,8 +9,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TOP_KEYS = {"schema", "complete", "elapsed_s", "environment", "preset", "settings", "calibration", "anchors", "points"}
 ENVIRONMENT_KEYS = {"host", "machine", "platform", "cpu_count", "python", "torch", "cuda", "cudnn", "device", "gpu",
                     "gpu_memory_bytes", "commit", "command", "date"}
-RECORD_KEYS = {"point", "series", "kept", "kept_ratio", "pyramid_len", "check", "methods", "stages", "anchor",
-               "speedup", "attention", "rest"}
+RECORD_KEYS = {"point", "series", "kept", "kept_ratio", "pyramid_len", "check", "fidelity", "methods", "stages",
+               "anchor", "speedup", "attention", "rest"}
 STATS_KEYS = {"median", "min", "max", "p25", "p75", "iqr", "repeats", "samples"}
 
 

@@ -34,6 +34,7 @@ def record(seq_len, kept, lighthouse_ms, dense_ms):
         "pyramid_len": seq_len + seq_len // 4 + seq_len // 16,
         "check": {"status": "passed", "reason": None, "relative_errors": {"out": 1e-3}, "tolerance": 5e-2,
                   "selection_match": 1.0},
+        "fidelity": {"status": "ok", "reason": None, "relative_l2": 4.25e-3, "selection_match": 1.0},
         "methods": {"lighthouse": {"fwd": measurement(lighthouse_ms), "fwd_bwd": measurement(3 * lighthouse_ms)},
                     "sdpa_cudnn": dense},
         "stages": stages,

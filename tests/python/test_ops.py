@@ -63,18 +63,43 @@ def test_given_base_scores_are_max_pooled():
         assert torch.equal(scores, expected)
 
 
+def causal_keys(indices, slots, seq_len, levels, pooling):
+    """The sort key of every kept entry (docs/semantics.md, "Causal order"), times 2^L to make it an integer: an
+    unselected entry of level l sorts at its first position c_l*i, a selected one (its children kept) just after
+    its last, at c_l*(i+1) - 2^(1-l)."""
+    level, local = ref.level_and_local(indices, seq_len, levels, pooling)  # level is 0-based: l - 1
+    block = pooling**level
+    offsets = torch.tensor([sum(seq_len // pooling**j for j in range(i)) for i in range(levels)])
+    first_child = torch.where(level > 0, offsets[(level - 1).clamp(min=0)] + local * pooling, 0)
+    selected = (level > 0) & (slots.long().gather(2, first_child) >= 0)
+    unit = 2**levels
+    return torch.where(selected, (local + 1) * block * unit - 2 ** (levels - level), local * block * unit)
+
+
 def test_selection_is_a_causally_ordered_set_of_the_right_size():
     q, k, _ = make_qkv()
     indices, slots = select_for(q, k)
     geo = _geometry.geometry(N, **CONFIG)
     for row in indices.reshape(-1, geo.kept):
         assert len(set(row.tolist())) == geo.kept
-    level, local = ref.level_and_local(indices, N, CONFIG["levels"], CONFIG["pooling"])
-    first = local * CONFIG["pooling"] ** level
-    assert bool((first[..., 1:] >= first[..., :-1] - 2 ** (CONFIG["levels"] + 1)).all())
+    keys = causal_keys(indices, slots, N, CONFIG["levels"], CONFIG["pooling"])
+    assert bool((keys[..., 1:] > keys[..., :-1]).all()), "kept entries must be in strictly increasing key order"
     assert torch.equal(slots.gather(2, indices.long()), torch.arange(geo.kept, dtype=torch.int32).expand_as(indices))
+    assert int((slots >= 0).sum()) == indices.numel(), "slots marks exactly the kept entries"
     tail = N - N // 4 * 4
     assert torch.equal(indices[..., -tail:], torch.arange(N - tail, N, dtype=torch.int32).expand(B, HKV, tail))
+
+
+def test_causal_keys_follow_the_definition():
+    """The key of the check above on a hand-made 2-level pyramid (N = 8, p = 2): base tokens 0..7, level-2
+    entries 8..11 covering pairs; entry 9 (tokens 2-3) selected, so tokens 2 and 3 are kept."""
+    indices = torch.tensor([[[8, 2, 3, 9, 10, 11]]], dtype=torch.int32)
+    slots = torch.full((1, 1, 12), -1, dtype=torch.int32)
+    slots[0, 0, indices[0, 0].long()] = torch.arange(6, dtype=torch.int32)
+    keys = causal_keys(indices, slots, 8, 2, 2)
+    # Unselected pairs 8, 10, 11 at 4 * their first position (0, 4, 6), tokens t at 4t, the selected pair 9 at
+    # 4 * (2 * 2) - 2^(2-1) = 14, after its tokens 2 and 3.
+    assert keys.tolist() == [[[0, 8, 12, 14, 16, 24]]]
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
@@ -122,11 +147,19 @@ def test_strided_inputs_give_the_same_bits():
 
 
 def test_pool_score_and_select_outputs_carry_no_gradient():
+    """pool_score's scores stay out of the graph of q and k; select takes scores that require grad and returns
+    integer tensors outside any graph, selecting what it selects from the same scores without grad."""
     q, k, _ = make_qkv()
     q.requires_grad_()
     k.requires_grad_()
     scores_qk, scores_kq = ops.pool_score(q, k, **CONFIG)
-    assert not scores_qk.requires_grad and not scores_kq.requires_grad
+    for scores in (scores_qk, scores_kq):
+        assert not scores.requires_grad and scores.grad_fn is None
+    tracked = [scores.detach().requires_grad_() for scores in (scores_qk, scores_kq)]
+    selected = ops.select(*tracked, N, **CONFIG)
+    for out, plain in zip(selected, ops.select(scores_qk, scores_kq, N, **CONFIG)):
+        assert out.dtype == torch.int32 and not out.requires_grad and out.grad_fn is None
+        assert torch.equal(out, plain)
 
 
 def _opcheck_cases(device):

@@ -1,10 +1,14 @@
-"""The lighthouse-train command line: step options, and the tiny preset end to end."""
+"""The lighthouse-train command line: step and recipe options, the help, and the tiny preset end to end."""
 
 import json
+import pathlib
 
 import pytest
 
-from lighthouse.train.cli import main, resolve_steps
+from lighthouse.train.cli import _configs_from_args, build_parser, main, resolve_steps
+from lighthouse.train.report import compare
+
+POC_RUNS = pathlib.Path(__file__).resolve().parents[2] / "bench" / "results" / "poc-64k"
 
 
 def test_resolve_steps():
@@ -20,36 +24,102 @@ def test_resolve_steps():
         resolve_steps(300, 240, 10, "20", None)
 
 
+def _configs(*args):
+    return _configs_from_args(build_parser().parse_args(["train", *args]))
+
+
+def test_recipe_options():
+    model, train = _configs("--preset", "study-paper")
+    assert (train.lighthouse_steps, train.dense_steps, train.schedule) == (480, 120, "wsd")
+    _, train = _configs("--preset", "study-paper", "--steps", "100", "--decay-fraction", "0.3")
+    assert (train.lighthouse_steps, train.dense_steps, train.decay_fraction) == (70, 30, 0.3)
+    # Explicit stage lengths win over the preset's switch placement; an explicit --switch-at-decay conflicts.
+    _, train = _configs("--preset", "study-paper", "--lighthouse-steps", "500")
+    assert (train.lighthouse_steps, train.dense_steps) == (500, 100)
+    with pytest.raises(ValueError, match="--switch-at-decay sets the stage lengths"):
+        _configs("--preset", "study-paper", "--switch-at-decay", "--dense-steps", "10")
+    with pytest.raises(ValueError, match="expected --schedule wsd, got cosine"):
+        _configs("--preset", "study-paper", "--schedule", "cosine", "--switch-at-decay")
+    _, train = _configs("--preset", "study-paper", "--no-switch-at-decay", "--steps", "10")
+    assert (train.lighthouse_steps, train.dense_steps) == (8, 2)
+    _, train = _configs("--preset", "study-dense")
+    assert (train.lighthouse_steps, train.dense_steps) == (0, 600)
+    _, train = _configs("--preset", "study-dense", "--switch-at-decay", "--steps", "50")
+    assert (train.lighthouse_steps, train.dense_steps) == (40, 10)
+    model, train = _configs("--preset", "tiny", "--selection", "causal", "--rope", "before", "--eval-every", "7",
+                            "--val-windows", "3", "--retrieval-distances", "64", "512", "--schedule", "constant")
+    assert (model.lighthouse.selection, model.lighthouse.rope) == ("causal", "before")
+    assert (train.eval_every, train.val_windows, train.retrieval.distances, train.schedule) == (7, 3, [64, 512],
+                                                                                                "constant")
+    assert (train.lighthouse_steps, train.dense_steps) == (240, 60)  # the preset's split without a decay
+
+
+def test_top_level_help_lists_the_training_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--preset", "--steps", "--selection", "--rope", "--schedule", "--decay-fraction",
+                   "--switch-at-decay", "--eval-every", "--val-windows", "--retrieval-distances", "--max-minutes",
+                   "{train,eval,export,compare}"):
+        assert option in text, option
+
+
 def test_tiny_preset_end_to_end(tmp_path, capsys):
+    # rope "before" runs on every version of the layer; the pooled placement is covered in test_train_model.
+    # At 512 tokens the Lighthouse layers still shrink the work (S = 128 + 2*2*64 = 384).
     run = tmp_path / "tiny"
-    args = ["--preset", "tiny", "--out", str(run), "--steps", "4", "--lighthouse-steps", "2", "--batch-size", "2",
-            "--val-tokens", "2048", "--passkey-trials", "1", "--no-progress"]
+    args = ["--preset", "tiny", "--out", str(run), "--steps", "3", "--seq-len", "512", "--batch-size", "2",
+            "--rope", "before", "--eval-every", "2", "--val-windows", "2", "--retrieval-distances", "64", "256",
+            "--passkey-trials", "1", "--no-progress"]
     assert main(args) == 0
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "done" and (summary["lighthouse_steps"], summary["dense_steps"]) == (2, 2)
-    assert 0 < summary["eval"]["val_bpb"] < 20
+    # 3 steps with the tiny preset's decay of 0.2: 1 decay step, the switch right before it.
+    assert summary["status"] == "done" and (summary["lighthouse_steps"], summary["dense_steps"]) == (2, 1)
+    assert 0 < summary["eval"]["val_bpb"] < 20 and 0 < summary["eval"]["val_lh_bpb"] < 20
+    assert "leak_t1" in summary["eval"] and "leak_t16_se" in summary["eval"]
+    assert [p["distance"] for p in summary["eval"]["retrieval"]] == [64, 256]
     assert len(summary["eval"]["passkey"]["cells"]) == 15
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["stage"] for r in records] == ["lighthouse", "lighthouse", "dense", "dense"]
-    for name in ("report.md", "loss_vs_step.png", "loss_vs_wall.png", "passkey.png"):
+    assert [(r["kind"], r["step"], r["stage"]) for r in records] == [
+        ("train", 1, "lighthouse"), ("train", 2, "lighthouse"), ("eval", 2, "lighthouse"),
+        ("train", 3, "dense"), ("eval", 3, "dense")]
+    for name in ("report.md", "loss_vs_step.png", "loss_vs_wall.png", "validation.png", "retrieval.png",
+                 "passkey.png"):
         assert (run / "report" / name).stat().st_size > 0
-    assert "| tiny | done | 4 (2 + 2) |" in (run / "report" / "report.md").read_text()
+    report = (run / "report" / "report.md").read_text()
+    assert report.startswith("# Lighthouse run report: tiny\n")
+    assert "| tiny | done | 3 (2 + 1) |" in report
+    assert "comparison" not in report and "speedup" not in report and "1.00x" not in report
     assert (run / "hf" / "config.json").exists()
 
-    # Running the finished folder again resumes at the end: nothing more is trained.
+    # Running the finished folder again resumes at the end: nothing more is trained or measured.
     assert main(["--out", str(run), "--no-progress", "--no-report"]) == 0
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 5
 
     capsys.readouterr()
-    assert main(["eval", str(run), "--passkey-lengths", "256", "--passkey-trials", "2", "--val-tokens", "1024"]) == 0
+    assert main(["eval", str(run), "--passkey-lengths", "256", "--passkey-trials", "2", "--val-windows", "2",
+                 "--retrieval-distances", "100"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["step"] == 4 and len(result["passkey"]["cells"]) == 5 and result["val_bytes"] > 0
+    assert result["step"] == 3 and len(result["passkey"]["cells"]) == 5 and result["val_bytes"] > 0
+    assert result["val_bpb"] == summary["eval"]["val_bpb"] and result["leak_t1"] == summary["eval"]["leak_t1"]
+    assert [p["distance"] for p in result["retrieval"]] == [100]
 
     assert main(["export", str(run), "--out", str(tmp_path / "hf16"), "--dtype", "bfloat16"]) == 0
     assert json.loads((tmp_path / "hf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
 
-    assert main(["compare", str(run), str(run), "--out", str(tmp_path / "cmp")]) == 0
-    assert "1.00x" in (tmp_path / "cmp" / "report.md").read_text()
+    assert main(["compare", str(run), str(POC_RUNS / "dense"), "--out", str(tmp_path / "cmp")]) == 0
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert report.startswith("# Lighthouse run comparison\n") and "speedup" in report and "| 1.00x |" in report
+
+
+def test_compare_reads_runs_from_before_the_evaluation_curves(tmp_path):
+    # Metrics without "kind", no eval records, a summary without retrieval or leak values.
+    report = compare([POC_RUNS / "dense", POC_RUNS / "lighthouse"], tmp_path).read_text()
+    assert "| lighthouse | done | 720 (504 + 216) |" in report
+    assert "| dense | 3.229" not in report  # losses are shown in nats/byte
+    assert f"| dense | {3.229313037529738 * 0.6931471805599453:.4f} | 3.2293 |" in report
+    assert (tmp_path / "retrieval.png").exists() is False and (tmp_path / "validation.png").exists() is False
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):

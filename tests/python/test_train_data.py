@@ -6,10 +6,11 @@ import lzma
 
 import numpy as np
 import pytest
+import torch
 
-from lighthouse.train.data import (SequenceSampler, default_corpus, load_corpus, read_documents,
-                                   split_documents, validation_windows)
-from lighthouse.train.vocab import BOS, EOS, PAD, encode_document
+from lighthouse.train.data import (SequenceSampler, default_corpus, load_corpus, read_documents, split_documents,
+                                   spread, validation_windows, windows_overlap)
+from lighthouse.train.vocab import BOS, EOS, encode_document
 
 
 def _jsonl(texts):
@@ -99,11 +100,29 @@ def test_sampler_refuses_a_state_of_another_stream():
         SequenceSampler(_stream(), 10, seed=2).load_state_dict(state)
 
 
-def test_validation_windows_score_each_target_once():
-    stream = np.arange(1, 26, dtype=np.uint16)
-    windows = validation_windows(stream, 8, max_tokens=20)
-    assert windows.shape == (3, 9)
-    targets = windows[:, 1:][windows[:, 1:] != PAD].tolist()
-    assert targets == list(range(2, 22))
-    inputs_before_targets = [int(w[i]) for w in windows for i in range(8) if w[i + 1] != PAD]
-    assert inputs_before_targets == list(range(1, 21))
+def test_validation_windows_are_spread_over_the_stream():
+    stream = np.arange(1000, dtype=np.uint16)
+    windows = validation_windows(stream, 9, count=5)
+    assert windows.shape == (5, 10) and windows.dtype == torch.int64
+    starts = windows[:, 0].tolist()
+    assert starts == [0, 248, 495, 742, 990]  # evenly from the first to the last possible start
+    assert ((windows[:, 1:] - windows[:, :-1]) == 1).all()  # consecutive stream tokens, no padding
+    assert not windows_overlap(windows, len(stream))
+    assert torch.equal(validation_windows(stream, 9, count=5), windows)
+    assert validation_windows(stream, 9, count=1)[0, 0] == 0
+
+
+def test_short_validation_streams_overlap_or_are_refused():
+    stream = np.arange(30, dtype=np.uint16)
+    windows = validation_windows(stream, 9, count=4)
+    assert windows[:, 0].tolist() == [0, 7, 13, 20] and windows_overlap(windows, len(stream))
+    with pytest.raises(ValueError, match="shorter than one window of 31"):
+        validation_windows(stream, 30, count=1)
+    with pytest.raises(ValueError, match="val_windows: expected at least 1, got 0"):
+        validation_windows(stream, 9, count=0)
+
+
+def test_spread_picks_evenly():
+    windows = torch.arange(10)[:, None]
+    assert spread(windows, 4)[:, 0].tolist() == [0, 3, 6, 9]
+    assert spread(windows, 20) is windows

@@ -1,4 +1,4 @@
-"""The byte-level Llama: stage modes, causality, Lighthouse layers and the Hugging Face export."""
+"""The byte-level Llama: stage modes, causality, Lighthouse layers, RoPE placement and the HF export."""
 
 import json
 
@@ -6,17 +6,22 @@ import pytest
 import torch
 import transformers
 
+import lighthouse
 from lighthouse.train import model as model_module
 from lighthouse.train.export import export_hf
-from lighthouse.train.model import DENSE, LIGHTHOUSE, ByteLlama, LighthouseSettings, ModelConfig, layer_modes
+from lighthouse.train.model import (DENSE, LIGHTHOUSE, ByteLlama, LighthouseSettings, ModelConfig, apply_rope,
+                                    layer_modes, layer_options, rope_tables)
 from lighthouse.train.vocab import VOCAB_SIZE
 
+from _train_options import option_params
 
-def micro_config(**changes) -> ModelConfig:
+
+def micro_config(selection="paper", rope="before", **changes) -> ModelConfig:
     # N = 64 with p=2, L=3, k=8, m=8 keeps S = 16 + 2*2*8 = 48 < 64 entries, so Lighthouse really runs.
     fields = dict(d_model=32, n_layers=4, n_heads=4, n_kv_heads=2, ffn_hidden=64, max_seq_len=64,
                   rope_theta=10000.0, dense_boundary=1,
-                  lighthouse=LighthouseSettings(levels=3, pooling=2, topk=8, tile_budget=8))
+                  lighthouse=LighthouseSettings(levels=3, pooling=2, topk=8, tile_budget=8, selection=selection,
+                                                rope=rope))
     fields.update(changes)
     return ModelConfig(**fields)
 
@@ -34,9 +39,74 @@ def test_boundary_layers_stay_dense():
         layer_modes(config, "sparse")
 
 
-def test_invalid_shapes_are_refused():
+def test_invalid_shapes_and_options_are_refused():
     with pytest.raises(ValueError, match="n_kv_heads"):
         ByteLlama(micro_config(n_kv_heads=3))
+    with pytest.raises(ValueError, match="lighthouse.selection: expected one of .*got 'top'"):
+        ByteLlama(micro_config(selection="top"))
+    with pytest.raises(ValueError, match="lighthouse.rope: expected one of .*got 'after'"):
+        ByteLlama(micro_config(rope="after"))
+
+
+def test_old_configs_keep_rotating_before_pooling():
+    old = micro_config().to_dict()
+    del old["lighthouse"]["rope"], old["lighthouse"]["selection"]
+    settings = ModelConfig.from_dict(old).lighthouse
+    assert (settings.rope, settings.selection) == ("before", "paper")
+    new = micro_config(selection="causal", rope="pooled")
+    assert ModelConfig.from_dict(new.to_dict()) == new
+    assert LighthouseSettings().rope == "pooled"
+
+
+def test_layer_options_leave_out_the_layers_defaults():
+    cos, sin = torch.ones(4, 8), torch.zeros(4, 8)
+    original = layer_options(LighthouseSettings(levels=3, pooling=2, topk=8, tile_budget=8, rope="before"), cos, sin)
+    assert original == {"levels": 3, "pooling": 2, "topk": 8, "tile_budget": 8, "scorer": "norm", "dilation": 4,
+                        "fallback": "dense"}
+    options = layer_options(LighthouseSettings(selection="causal", rope="pooled"), cos, sin)
+    assert options["selection"] == "causal" and options["rope"][0] is cos and options["rope"][1] is sin
+
+
+def test_rope_reaches_the_layer_as_configured(monkeypatch):
+    """pooled: the layer gets raw q/k and the model's tables; before: rotated q/k; dense mode: unchanged."""
+    calls = []
+
+    def recording(q, k, v, **options):
+        calls.append((q, k, options))
+        return model_module.dense_attention(q, k, v)
+
+    monkeypatch.setattr(lighthouse, "lighthouse_attention", recording)
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 256, (2, 64))
+    results = {}
+    for rope in ("pooled", "before"):
+        model = ByteLlama(micro_config(rope=rope))
+        model.load_state_dict(ByteLlama(micro_config()).state_dict() if rope == "pooled" else results["weights"])
+        results["weights"] = model.state_dict()
+        with torch.no_grad():
+            results[rope, DENSE] = model(tokens)
+            model.set_stage(LIGHTHOUSE)
+            calls.clear()
+            results[rope, LIGHTHOUSE] = model(tokens)
+        layer = model.model.layers[1]
+        hidden = model.model.layers[0](model.model.embed_tokens(tokens), *rope_tables(model.config, 64, "cpu"))
+        normed = layer.input_layernorm(hidden)
+        raw_q = layer.self_attn.q_proj(normed).view(2, 64, 4, 8)
+        raw_k = layer.self_attn.k_proj(normed).view(2, 64, 2, 8)
+        q, k, options = calls[0]
+        cos, sin = rope_tables(model.config, 64, "cpu")
+        if rope == "pooled":
+            assert torch.equal(q, raw_q) and torch.equal(k, raw_k)
+            assert torch.equal(options["rope"][0], cos) and torch.equal(options["rope"][1], sin)
+            assert options["rope"][0].dtype == torch.float32 and options["rope"][0].shape == (64, 8)
+        else:
+            assert torch.equal(q, apply_rope(raw_q, cos, sin)) and torch.equal(k, apply_rope(raw_k, cos, sin))
+            assert "rope" not in options
+        assert len(calls) == 2
+    # A recording layer that runs dense attention on what it gets: rotating first gives the dense model back.
+    assert torch.equal(results["before", DENSE], results["pooled", DENSE])
+    assert torch.equal(results["before", LIGHTHOUSE], results["before", DENSE])
+    assert not torch.allclose(results["pooled", LIGHTHOUSE], results["pooled", DENSE])
 
 
 def test_dense_forward_is_causal():
@@ -58,9 +128,9 @@ def test_lighthouse_layers_call_lighthouse_attention(monkeypatch):
     calls = []
     original = model_module.sparse_attention
 
-    def counting(q, k, v, settings):
+    def counting(q, k, v, settings, cos, sin):
         calls.append((tuple(q.shape), tuple(k.shape), settings))
-        return original(q, k, v, settings)
+        return original(q, k, v, settings, cos, sin)
 
     monkeypatch.setattr(model_module, "sparse_attention", counting)
     torch.manual_seed(0)
@@ -77,12 +147,17 @@ def test_lighthouse_layers_call_lighthouse_attention(monkeypatch):
     assert not torch.allclose(dense, sparse)
 
 
-def test_lighthouse_stage_backpropagates_to_every_parameter():
+@pytest.mark.parametrize("selection, rope", option_params())
+def test_lighthouse_stage_backpropagates_to_every_parameter(selection, rope):
     torch.manual_seed(0)
-    model = ByteLlama(micro_config())
-    model.set_stage(LIGHTHOUSE)
+    model = ByteLlama(micro_config(selection=selection, rope=rope))
     tokens = torch.randint(0, 256, (2, 65))
-    loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
+    with torch.no_grad():
+        dense = model(tokens[:, :-1])
+    model.set_stage(LIGHTHOUSE)
+    logits = model(tokens[:, :-1])
+    assert torch.isfinite(logits).all() and not torch.allclose(logits, dense)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name

@@ -75,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
     timing.add_argument("--measure-budget", type=float, help="seconds one measurement may take")
     timing.add_argument("--time-budget", type=float, help="seconds the whole run may take")
     timing.add_argument("--dense-max-seq-len", type=size)
-    ap.add_argument("--no-check", action="store_true", help="skip the check against the reference")
+    ap.add_argument("--no-check", action="store_true",
+                    help="skip the check against the reference and the fidelity vs fp32 of 16-bit points")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-stage breakdown")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
@@ -210,6 +211,9 @@ def problems(document: dict) -> list[str]:
         check = record.get("check")
         if check and check["status"] in ("failed", "error"):
             found.append(f"{label}: check {check['status']}: {check['reason']}")
+        fidelity = record.get("fidelity")
+        if fidelity and fidelity["status"] == "failed":
+            found.append(f"{label}: fidelity vs fp32: {fidelity['reason']}")
         results = list(record["methods"].get("lighthouse", {}).items()) + list(record["stages"].items())
         found += [f"{label}: {name}: {result['reason']}" for name, result in results if result["status"] == "failed"]
     return found

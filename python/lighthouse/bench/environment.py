@@ -8,28 +8,28 @@ import os
 import platform
 import shlex
 import socket
-import subprocess
 from pathlib import Path
 
 import torch
 
+from lighthouse import _library
 
-def git_commit() -> str:
-    """HEAD of the source tree this package was loaded from, else $LIGHTHOUSE_COMMIT."""
+# Written by the build next to the op library (cmake/BuildCommit.cmake): the commit of the source tree it was
+# built from, or empty when the build could not tell.
+COMMIT_FILE = "_build_commit.txt"
+COMMIT_ENV = "LIGHTHOUSE_COMMIT"
+
+
+def git_commit(library_dir: Path | None = None) -> str:
+    """The commit the loaded op library was built from (recorded at build time), else $LIGHTHOUSE_COMMIT, else
+    'unknown'. git is never asked at run time: the package may be installed inside another checkout (an
+    interpreter manager's, say), whose HEAD says nothing about this code."""
     try:
-        found = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        found = None
-    if found is not None and found.returncode == 0 and found.stdout.strip():
-        return found.stdout.strip()
-    return os.environ.get("LIGHTHOUSE_COMMIT", "unknown")
+        folder = library_dir if library_dir is not None else _library.library_path().parent
+        recorded = (folder / COMMIT_FILE).read_text().strip()
+    except (ImportError, OSError):
+        recorded = ""
+    return recorded or os.environ.get(COMMIT_ENV) or "unknown"
 
 
 def describe(device: torch.device, argv: list[str]) -> dict:

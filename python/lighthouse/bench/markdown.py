@@ -46,6 +46,15 @@ def timing_cell(measurement: dict | None) -> str:
     return f"{number(ms['median'])} ({number(ms['min'])}–{number(ms['max'])})"
 
 
+def fidelity_cell(fidelity: dict | None) -> str:
+    """The relative L2 distance from fp32, "—" where not measured (fp32 points), or the failure."""
+    if not fidelity or fidelity["status"] == "skipped":
+        return MISSING
+    if fidelity["status"] != "ok":
+        return fidelity["status"]
+    return f"{fidelity['relative_l2']:.2e}"
+
+
 def gib(value) -> str:
     return MISSING if value is None else f"{value / 2**30:.2f}"
 
@@ -70,7 +79,7 @@ def point_label(record: dict) -> tuple[str, str, str]:
 def main_table(document: dict) -> str:
     methods = methods_of(document)
     dense = [m for m in methods if m != "lighthouse"]
-    header = ["N", "dtype", "B×H/Hkv×D", "config", "S", "S/N", "check"]
+    header = ["N", "dtype", "B×H/Hkv×D", "config", "S", "S/N", "check", "fidelity vs fp32"]
     header += [f"{METHOD_TITLES.get(m, m)} {MODE_TITLES[mode]}" for m in methods for mode in MODE_TITLES]
     header += [f"speedup vs {METHOD_TITLES.get(m, m)} {MODE_TITLES[mode]}" for m in dense for mode in MODE_TITLES]
     header += ["Lighthouse peak GiB fwd+bwd", "attention TFLOP/s fwd", "rest GB/s fwd",
@@ -80,7 +89,8 @@ def main_table(document: dict) -> str:
         n, shape, config = point_label(record)
         check = record.get("check")
         row = [n, record["point"]["dtype"], shape, config, number(record["kept"]) if record["kept"] else MISSING,
-               number(record["kept_ratio"]), check["status"] if check else MISSING]
+               number(record["kept_ratio"]), check["status"] if check else MISSING,
+               fidelity_cell(record.get("fidelity"))]
         for method in methods:
             for mode in MODE_TITLES:
                 row.append(timing_cell(record["methods"].get(method, {}).get(mode)))
@@ -194,7 +204,9 @@ def render(document: dict, figures: list[str], plot_note: str | None) -> str:
         "forward is timed with inputs that require grad, as in training. Speedup = dense median / Lighthouse "
         "median. Peak memory is the allocation above the inputs during one call. attention TFLOP/s counts "
         "causal FLOPs 2·S²·D·H (backward 2.5×); rest GB/s is the bytes of every tensor the other stages read "
-        "or write over their summed times.",
+        "or write over their summed times. fidelity vs fp32 (bf16 and fp16 points) is the relative L2 distance of "
+        "the layer's output from the same layer run in fp32 on the same inputs, each making its own selection "
+        "(batch 0, KV head 0 and its query heads, full N).",
         "",
         "## Results",
         "",

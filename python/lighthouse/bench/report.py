@@ -4,7 +4,9 @@
   versions, commit, command line, date), "preset", "settings", "calibration",
   "anchors" (the authors' numbers), "points": [record, ...]}. A record holds
   "point" (shapes, dtype, config), "series", "kept" (S), "kept_ratio" (S/N),
-  "pyramid_len", "check", "methods" {method: {"fwd"|"fwd_bwd": measurement}},
+  "pyramid_len", "check", "fidelity" (16-bit points: relative L2 distance of the
+  output from the same layer in fp32, fidelity.py), "methods" {method:
+  {"fwd"|"fwd_bwd": measurement}},
   "stages" {stage: measurement}, "speedup" {dense method: {mode: x}},
   "attention" (TFLOP/s), "rest" (GB/s) and "anchor". A measurement has
   "status" (ok, skipped, failed), "reason", and when ok "ms" (median, min, max,

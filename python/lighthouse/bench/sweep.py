@@ -20,6 +20,7 @@ from lighthouse.bench.estimate import (
     Plan, Throughput, dense_memory, dense_seconds, input_bytes, lighthouse_memory, lighthouse_seconds, memory_skip,
     output_bytes, plan_repeats,
 )
+from lighthouse.bench.fidelity import measure_fidelity
 from lighthouse.bench.methods import (
     DENSE_BACKENDS, TORCH_DTYPES, Measurable, dense_measurable, lighthouse_measurable, make_inputs,
 )
@@ -109,6 +110,7 @@ class Sweep:
             "kept_ratio": kept / point.seq_len if kept else None,
             "pyramid_len": pyramid_len(point.config, point.seq_len),
             "check": None,
+            "fidelity": None,
             "methods": {},
             "stages": {},
             "anchor": self._anchor(point, kept),
@@ -137,6 +139,7 @@ class Sweep:
         if problem is not None:
             reason = f"skipped: {problem}"
             record["check"] = skipped(reason) if settings.run_check else None
+            record["fidelity"] = skipped(reason) if settings.run_check else None
             record["methods"]["lighthouse"] = {mode: skipped(reason) for mode in MODES}
             record["stages"] = {stage: skipped(reason) for stage in STAGES} if settings.run_stages else {}
             for _ in range(self.tasks_per_point(settings) - len(MODES) * len(settings.dense_methods)):
@@ -149,8 +152,10 @@ class Sweep:
         if settings.run_check:
             if budget.skip:
                 record["check"] = skipped(f"{budget.skip} (the layer itself)")
+                record["fidelity"] = skipped(f"{budget.skip} (the layer itself)")
             else:
                 record["check"] = self._check(point)
+                record["fidelity"] = self._fidelity(point)
             self.progress.step(f"{label} check")
 
         methods = {}
@@ -178,6 +183,14 @@ class Sweep:
             return check_point(point, self.device, self.settings.seed + 7)
         except Exception as error:  # a crash of the layer is a finding to report, not a reason to stop
             return {"status": "error", "reason": failed(error)["reason"].replace("failed:", "error:", 1)}
+        finally:
+            release(self.device)
+
+    def _fidelity(self, point: Point) -> dict:
+        try:
+            return measure_fidelity(point, self.device, self.settings.seed + 11)
+        except Exception as error:  # reported in the column, like a failed measurement
+            return failed(error)
         finally:
             release(self.device)
 

@@ -2,9 +2,10 @@
 
     lighthouse-train --preset tiny --out runs/tiny
     lighthouse-train --preset h200-lighthouse --data data/prose.jsonl.xz --max-minutes 6
+    lighthouse-train --preset study-causal --out runs/study-causal
     lighthouse-train eval runs/tiny
     lighthouse-train export runs/tiny --out runs/tiny/hf
-    lighthouse-train compare runs/h200-dense runs/h200-lighthouse --out runs/compare
+    lighthouse-train compare runs/study-dense runs/study-paper runs/study-causal --out runs/compare
 
 A train command on a folder that already holds checkpoints resumes from the newest one with the
 configuration saved in it; only the budget options (--max-minutes, --stop-after-step) and the
@@ -17,6 +18,7 @@ import pathlib
 import sys
 
 from . import checkpoint as ckpt
+from .model import ROPE_MODES, SELECTIONS
 from .presets import get_preset, preset_names
 
 COMMANDS = ("train", "eval", "export", "compare")
@@ -51,7 +53,7 @@ def resolve_steps(total_default: int, lh_default: int, steps, lighthouse, dense)
     return lh, dn
 
 
-def _train_parser(sub) -> None:
+def _train_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (the default command)")
     p.add_argument("--preset", default="tiny", choices=preset_names())
     p.add_argument("--out", type=pathlib.Path, help="run folder (default runs/<preset>)")
@@ -64,9 +66,19 @@ def _train_parser(sub) -> None:
     p.add_argument("--grad-accum", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--schedule", choices=["cosine", "constant"])
+    p.add_argument("--schedule", choices=["cosine", "constant", "wsd"],
+                   help="lr after warmup: cosine decay, constant, or wsd (stable, then a linear decay)")
+    p.add_argument("--decay-fraction", type=float, help="wsd: the last fraction of the steps that decays")
+    p.add_argument("--switch-at-decay", action=argparse.BooleanOptionalAction, default=None,
+                   help="put the switch to dense attention at the start of the wsd decay "
+                        "(lighthouse steps = total - decay steps; default: the preset's choice)")
+    p.add_argument("--selection", choices=list(SELECTIONS), help="Lighthouse selection rule")
+    p.add_argument("--rope", choices=list(ROPE_MODES),
+                   help="pooled: rotate each kept pooled entry at its position; before: rotate, then pool")
     p.add_argument("--seed", type=int)
-    p.add_argument("--val-tokens", type=int)
+    p.add_argument("--eval-every", type=int, help="evaluate every K steps (0: only at the switch and the end)")
+    p.add_argument("--val-windows", type=int, help="windows of the fixed validation set")
+    p.add_argument("--retrieval-distances", type=int, nargs="+", help="copy distances of the retrieval measure")
     p.add_argument("--passkey-trials", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the preset's)")
@@ -78,6 +90,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write report/ (markdown + plots) when the run finishes")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    return p
 
 
 def _configs_from_args(args):
@@ -87,9 +100,10 @@ def _configs_from_args(args):
         train.total_steps, train.lighthouse_steps, args.steps, args.lighthouse_steps, args.dense_steps)
     overrides = {
         "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
-        "warmup_steps": args.warmup_steps, "schedule": args.schedule, "seed": args.seed,
-        "val_tokens": args.val_tokens, "checkpoint_every": args.checkpoint_every, "device": args.device,
-        "bf16": args.bf16, "compile": args.compile, "activation_checkpointing": args.activation_checkpointing,
+        "warmup_steps": args.warmup_steps, "schedule": args.schedule, "decay_fraction": args.decay_fraction,
+        "seed": args.seed, "eval_every": args.eval_every, "val_windows": args.val_windows,
+        "checkpoint_every": args.checkpoint_every, "device": args.device, "bf16": args.bf16,
+        "compile": args.compile, "activation_checkpointing": args.activation_checkpointing,
     }
     for key, value in overrides.items():
         if value is not None:
@@ -98,9 +112,42 @@ def _configs_from_args(args):
         train.data = [str(pathlib.Path(p)) for p in args.data]
     if args.passkey_trials is not None:
         train.passkey.trials = args.passkey_trials
+    if args.retrieval_distances:
+        train.retrieval.distances = args.retrieval_distances
     if args.seq_len is not None:
         model.max_seq_len = args.seq_len
+    if args.selection is not None:
+        model.lighthouse.selection = args.selection
+    if args.rope is not None:
+        model.lighthouse.rope = args.rope
+    _place_switch(args, preset.switch_at_decay, train)
     return model, train
+
+
+def _place_switch(args, preset_default: bool, train) -> None:
+    """--switch-at-decay: the Lighthouse stage ends where the wsd decay begins.
+
+    Given explicitly it conflicts with explicit stage lengths and needs the wsd schedule; as a preset
+    default it yields to explicit stage lengths and to another schedule.
+    """
+    from .trainer import decay_steps
+
+    explicit_stages = args.lighthouse_steps is not None or args.dense_steps is not None
+    if args.switch_at_decay and explicit_stages:
+        raise ValueError("--switch-at-decay sets the stage lengths; leave out --lighthouse-steps/--dense-steps")
+    if args.switch_at_decay is not None:
+        wanted = args.switch_at_decay
+    else:
+        wanted = preset_default and not explicit_stages and train.schedule == "wsd"
+    if not wanted:
+        return
+    if train.schedule != "wsd":
+        raise ValueError(f"--switch-at-decay: expected --schedule wsd, got {train.schedule}")
+    dense = decay_steps(train)
+    if dense < 1 or dense >= train.total_steps:
+        raise ValueError(f"--switch-at-decay: the decay of {dense} steps leaves no room for two stages "
+                         f"in {train.total_steps} steps")
+    train.lighthouse_steps, train.dense_steps = train.total_steps - dense, dense
 
 
 def cmd_train(args) -> int:
@@ -117,6 +164,7 @@ def cmd_train(args) -> int:
     print(f"{trainer.cfg.name}: {trainer.model.num_parameters():,} parameters, "
           f"{trainer.cfg.lighthouse_steps} Lighthouse + {trainer.cfg.dense_steps} dense steps, "
           f"layers {trainer.model.attention_modes()} on {trainer.device}", file=sys.stderr)
+    print(trainer.validation_note(), file=sys.stderr)
     status = trainer.run(max_minutes=args.max_minutes, stop_after_step=args.stop_after_step, progress=args.progress)
     summary = trainer.finish(status)
     if status == "done" and args.report:
@@ -136,7 +184,7 @@ def _checkpoint_from(path: pathlib.Path) -> dict:
 
 def cmd_eval(args) -> int:
     from .data import default_corpus, load_corpus
-    from .evaluate import evaluate_model
+    from .evaluate import Evaluator
     from .model import ByteLlama, ModelConfig
     from .trainer import TrainConfig, resolve_device
 
@@ -149,14 +197,19 @@ def cmd_eval(args) -> int:
             setattr(train.passkey, key, value)
     if args.passkey_trials is not None:
         train.passkey.trials = args.passkey_trials
+    if args.val_windows is not None:
+        train.val_windows = args.val_windows
+    if args.retrieval_distances:
+        train.retrieval.distances = args.retrieval_distances
     device = resolve_device(args.device or train.device)
     model = ByteLlama(model_config)
     model.load_state_dict(state["model"])
     model.to(device)
     corpus = load_corpus(args.data or train.data or [default_corpus()], train.val_fraction, train.seed)
-    result = evaluate_model(model, corpus.val, model_config.max_seq_len, args.val_tokens or train.val_tokens,
-                            train.eval_batch_size, train.passkey, device, train.bf16 and device.type == "cuda")
-    result["step"] = state["step"]
+    evaluator = Evaluator(corpus.val, model_config.max_seq_len, train, device, train.bf16 and device.type == "cuda",
+                          lighthouse=train.lighthouse_steps > 0)
+    result = {"step": state["step"], **evaluator.point(model), "retrieval": evaluator.retrieval(model),
+              "passkey": evaluator.passkey(model)}
     text = json.dumps(result, indent=2) + "\n"
     if args.out:
         pathlib.Path(args.out).write_text(text)
@@ -183,14 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lighthouse-train",
         description="Two-stage pretraining with Lighthouse attention, then dense resumption: "
-                    "train (the default command), eval, export, compare.")
+                    "train (the default command), eval, export, compare.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    _train_parser(sub)
+    train = _train_parser(sub)
+    # The top-level help lists train's options too (train is the default command): train's help
+    # without its usage paragraph, its section title and its -h line.
+    options = train.format_help().split("\n\n", 1)[1].split("\n", 2)[2]
+    parser.epilog = "train options (lighthouse-train [train] OPTIONS):\n" + options
 
-    e = sub.add_parser("eval", help="validation bits/byte and passkey accuracy of a checkpoint (dense)")
+    e = sub.add_parser("eval", help="validation loss (dense; Lighthouse mode and leak probe for two-stage runs), "
+                                    "retrieval and passkey of a checkpoint")
     e.add_argument("run", type=pathlib.Path, help="run folder (newest checkpoint) or checkpoint file")
     e.add_argument("--data", nargs="+", help="corpus to split (default: the run's)")
-    e.add_argument("--val-tokens", type=int)
+    e.add_argument("--val-windows", type=int)
+    e.add_argument("--retrieval-distances", type=int, nargs="+")
     e.add_argument("--passkey-lengths", type=int, nargs="+")
     e.add_argument("--passkey-depths", type=float, nargs="+")
     e.add_argument("--passkey-trials", type=int)

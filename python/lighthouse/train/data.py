@@ -16,7 +16,7 @@ import random
 import numpy as np
 import torch
 
-from .vocab import PAD, encode_document
+from .vocab import encode_document
 
 
 def default_corpus() -> pathlib.Path:
@@ -142,19 +142,30 @@ class SequenceSampler:
         self.cursor = int(state["cursor"])
 
 
-def validation_windows(stream: np.ndarray, seq_len: int, max_tokens: int) -> torch.Tensor:
-    """The first ``max_tokens`` predictions of the validation stream as [W, seq_len + 1] windows.
+def validation_windows(stream: np.ndarray, seq_len: int, count: int) -> torch.Tensor:
+    """A fixed held-out set: ``count`` windows of ``seq_len + 1`` tokens, [count, seq_len + 1].
 
-    Windows are consecutive and non-overlapping in their targets; the last one is padded with PAD,
-    which the loss ignores, so every selected target is scored exactly once.
+    Window starts are spread evenly from the start to the end of the validation stream, so the set
+    samples every part of it (and every validation document of a long enough stream). When the
+    stream holds fewer than ``count`` disjoint windows, neighbouring windows overlap.
     """
-    usable = min(len(stream), max_tokens + 1)
-    if usable < 2:
-        raise ValueError("the validation stream is empty")
-    targets = usable - 1
-    count = -(-targets // seq_len)
-    out = np.full((count, seq_len + 1), PAD, dtype=np.int64)
-    for w in range(count):
-        piece = stream[w * seq_len : min(usable, (w + 1) * seq_len + 1)]
-        out[w, : len(piece)] = piece
-    return torch.from_numpy(out)
+    if count < 1:
+        raise ValueError(f"val_windows: expected at least 1, got {count}")
+    last_start = len(stream) - (seq_len + 1)
+    if last_start < 0:
+        raise ValueError(f"the validation stream ({len(stream)} tokens) is shorter than one window of {seq_len + 1}")
+    starts = np.linspace(0, last_start, count).round().astype(np.int64) if count > 1 else np.zeros(1, np.int64)
+    return torch.from_numpy(np.stack([stream[s : s + seq_len + 1] for s in starts]).astype(np.int64))
+
+
+def windows_overlap(windows: torch.Tensor, stream_len: int) -> bool:
+    """True when ``validation_windows`` had to overlap its windows to fit the stream."""
+    return len(windows) * windows.shape[1] > stream_len
+
+
+def spread(windows: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` of the windows, evenly spaced through the set (all of them when it holds fewer)."""
+    if count >= len(windows):
+        return windows
+    picks = np.linspace(0, len(windows) - 1, count).round().astype(np.int64)
+    return windows[torch.from_numpy(picks)]

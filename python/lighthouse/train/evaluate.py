@@ -1,4 +1,11 @@
-"""Final evaluation of a model: validation bits per byte and passkey retrieval, both dense."""
+"""Evaluation of a model on a fixed held-out set: validation loss, leak probe, retrieval, passkey.
+
+The validation set is built once (``val_windows`` windows spread over the validation stream) and
+reused for every evaluation of a run, so the points of a validation curve are comparable. The loss is
+measured in dense mode (every layer dense: the model a run delivers) and, for a run with a Lighthouse
+stage, also in Lighthouse mode (the stage-1 layer modes) together with the leak probe. Retrieval and
+passkey are measured in dense mode.
+"""
 
 import contextlib
 import math
@@ -6,9 +13,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .data import validation_windows
-from .model import DENSE
-from .passkey import PasskeySettings, run_passkey
+from .data import spread, validation_windows
+from .leak import leak_probe, make_plan
+from .model import DENSE, LIGHTHOUSE
+from .passkey import run_passkey
+from .retrieval import retrieval_curve
 from .vocab import PAD
 
 
@@ -18,12 +27,25 @@ def autocast_for(device: torch.device, bf16: bool):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def evaluation_mode(model, stage: str):
+    """Put the model in eval mode with the layer modes of ``stage``; restore stage and mode afterwards."""
+    stage_before, was_training = model.stage, model.training
+    model.set_stage(stage)
+    model.eval()
+    try:
+        yield
+    finally:
+        model.set_stage(stage_before)
+        model.train(was_training)
+
+
 @torch.no_grad()
 def bits_per_byte(model, windows: torch.Tensor, batch_size: int, device: torch.device, bf16: bool) -> dict:
-    """Mean negative log2-likelihood per byte of the validation targets.
+    """Mean loss of the validation targets, per token (nats) and per byte of text (bits).
 
     The numerator is the loss of every non-PAD target (bytes and the BOS/EOS framing tokens); the
-    denominator counts only byte targets, so the figure is bits per byte of text.
+    bits/byte denominator counts only byte targets, so that figure is bits per byte of text.
     """
     nats = 0.0
     targets_scored = 0
@@ -41,21 +63,47 @@ def bits_per_byte(model, windows: torch.Tensor, batch_size: int, device: torch.d
             "val_bytes": byte_targets}
 
 
-def evaluate_model(model, val_stream, seq_len: int, val_tokens: int, batch_size: int,
-                   passkey: PasskeySettings, device: torch.device, bf16: bool) -> dict:
-    """Evaluate with every layer dense (the model's stage is restored afterwards)."""
-    stage, was_training = model.stage, model.training
-    model.set_stage(DENSE)
-    model.eval()
+class Evaluator:
+    """The fixed validation set of a run and the measurements taken on it.
 
-    def forward(tokens):
-        with autocast_for(device, bf16):
-            return model(tokens)
+    ``cfg`` is the run's TrainConfig (val_windows, eval_batch_size, leak, retrieval, passkey);
+    ``lighthouse`` says whether the run has a Lighthouse stage, which adds the Lighthouse-mode loss and
+    the leak probe to every point.
+    """
 
-    try:
-        result = bits_per_byte(model, validation_windows(val_stream, seq_len, val_tokens), batch_size, device, bf16)
-        result["passkey"] = run_passkey(forward, passkey, device)
-    finally:
-        model.set_stage(stage)
-        model.train(was_training)
-    return result
+    def __init__(self, val_stream, seq_len: int, cfg, device: torch.device, bf16: bool, lighthouse: bool):
+        self.cfg = cfg
+        self.device = device
+        self.bf16 = bf16
+        self.lighthouse = lighthouse
+        self.windows = validation_windows(val_stream, seq_len, cfg.val_windows)
+        self.leak_plan = make_plan(spread(self.windows, cfg.leak.windows), cfg.leak) if lighthouse else None
+
+    def _forward(self, model):
+        def forward(tokens):
+            with autocast_for(self.device, self.bf16):
+                return model(tokens)
+        return forward
+
+    def point(self, model) -> dict:
+        """Dense-mode validation loss; with a Lighthouse stage also Lighthouse-mode loss and the leak probe."""
+        batch = self.cfg.eval_batch_size
+        with evaluation_mode(model, DENSE):
+            result = bits_per_byte(model, self.windows, batch, self.device, self.bf16)
+        if self.lighthouse:
+            with evaluation_mode(model, LIGHTHOUSE):
+                sparse = bits_per_byte(model, self.windows, batch, self.device, self.bf16)
+                result["val_lh_bpb"] = sparse["val_bpb"]
+                result["val_lh_nats_per_token"] = sparse["val_nats_per_token"]
+                result.update(leak_probe(self._forward(model), self.leak_plan, batch, self.device))
+        return result
+
+    def retrieval(self, model) -> list:
+        with evaluation_mode(model, DENSE):
+            windows = spread(self.windows, self.cfg.retrieval.windows)
+            return retrieval_curve(self._forward(model), windows, self.cfg.retrieval, self.cfg.eval_batch_size,
+                                   self.device)
+
+    def passkey(self, model) -> dict:
+        with evaluation_mode(model, DENSE):
+            return run_passkey(self._forward(model), self.cfg.passkey, self.device)

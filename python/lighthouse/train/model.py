@@ -17,11 +17,19 @@ from .vocab import VOCAB_SIZE
 
 DENSE = "dense"
 LIGHTHOUSE = "lighthouse"
+SELECTIONS = ("paper", "lagged", "causal")
+ROPE_MODES = ("pooled", "before")
 
 
 @dataclasses.dataclass
 class LighthouseSettings:
-    """Arguments of ``lighthouse.lighthouse_attention`` used by the Lighthouse layers."""
+    """Arguments of ``lighthouse.lighthouse_attention`` used by the Lighthouse layers.
+
+    ``selection`` is the layer's selection rule ("paper", "lagged" or "causal"). ``rope`` says where
+    the rotary positions go: "pooled" hands the layer raw q/k and the model's cos/sin tables, so
+    every kept pooled entry is rotated at its own position; "before" rotates q/k over the whole
+    sequence and then pools (the paper's released model code: pooled entries carry a smeared phase).
+    """
 
     levels: int = 3
     pooling: int = 4
@@ -29,6 +37,8 @@ class LighthouseSettings:
     tile_budget: int = 128
     scorer: str = "norm"
     dilation: int = 4
+    selection: str = "paper"
+    rope: str = "pooled"
 
 
 @dataclasses.dataclass
@@ -57,6 +67,10 @@ class ModelConfig:
             raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
+        if self.lighthouse.selection not in SELECTIONS:
+            raise ValueError(f"lighthouse.selection: expected one of {SELECTIONS}, got {self.lighthouse.selection!r}")
+        if self.lighthouse.rope not in ROPE_MODES:
+            raise ValueError(f"lighthouse.rope: expected one of {ROPE_MODES}, got {self.lighthouse.rope!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -64,7 +78,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         fields = dict(data)
-        fields["lighthouse"] = LighthouseSettings(**fields.get("lighthouse", {}))
+        lighthouse = dict(fields.get("lighthouse", {}))
+        # Configs written before the rope option rotated q and k before pooling; they keep meaning that.
+        lighthouse.setdefault("rope", "before")
+        fields["lighthouse"] = LighthouseSettings(**lighthouse)
         return cls(**fields)
 
 
@@ -119,20 +136,34 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
 
 
-def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, settings: LighthouseSettings) -> torch.Tensor:
+def layer_options(settings: LighthouseSettings, cos: torch.Tensor, sin: torch.Tensor) -> dict:
+    """Keyword arguments of ``lighthouse_attention`` for these settings and RoPE tables.
+
+    In "pooled" mode the layer gets the tables and rotates each kept entry at its own position; in
+    "before" mode ``rope`` is None: q and k arrive rotated.
+    """
+    return {
+        "levels": settings.levels,
+        "pooling": settings.pooling,
+        "topk": settings.topk,
+        "tile_budget": settings.tile_budget,
+        "scorer": settings.scorer,
+        "dilation": settings.dilation,
+        "fallback": "dense",
+        "selection": settings.selection,
+        "rope": (cos, sin) if settings.rope == "pooled" else None,
+    }
+
+
+def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, settings: LighthouseSettings,
+                     cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Lighthouse attention on raw (un-rotated) q, k [B, N, heads, D]; RoPE is applied as settings.rope says."""
     # Imported here so that dense-only use never loads the compiled extension.
     from lighthouse import lighthouse_attention
 
-    return lighthouse_attention(
-        q, k, v,
-        levels=settings.levels,
-        pooling=settings.pooling,
-        topk=settings.topk,
-        tile_budget=settings.tile_budget,
-        scorer=settings.scorer,
-        dilation=settings.dilation,
-        fallback="dense",
-    )
+    if settings.rope == "before":
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    return lighthouse_attention(q, k, v, **layer_options(settings, cos, sin))
 
 
 class Attention(nn.Module):
@@ -149,13 +180,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         c = self.config
-        q = apply_rope(self.q_proj(x).view(b, n, c.n_heads, c.head_dim), cos, sin)
-        k = apply_rope(self.k_proj(x).view(b, n, c.n_kv_heads, c.head_dim), cos, sin)
+        q = self.q_proj(x).view(b, n, c.n_heads, c.head_dim)
+        k = self.k_proj(x).view(b, n, c.n_kv_heads, c.head_dim)
         v = self.v_proj(x).view(b, n, c.n_kv_heads, c.head_dim)
         if self.mode == LIGHTHOUSE:
-            out = sparse_attention(q, k, v, c.lighthouse)
+            out = sparse_attention(q, k, v, c.lighthouse, cos, sin)
         else:
-            out = dense_attention(q, k, v)
+            out = dense_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
         return self.o_proj(out.reshape(b, n, c.n_heads * c.head_dim))
 
 

@@ -5,6 +5,13 @@ Steps ``0 .. lighthouse_steps-1`` run with Lighthouse in the non-boundary layers
 mode: the optimizer (and its moments and step counts), the learning-rate schedule and the data
 position carry straight on. A run directory holds ``config.json``, ``metrics.jsonl``,
 ``checkpoints/`` and, once finished, ``hf/`` (the exported dense model) and ``summary.json``.
+
+``metrics.jsonl`` holds one record per line: ``"kind": "train"`` after every optimizer step (loss,
+lr, grad_norm, step time, tokens/s of the step and of its stage so far) and ``"kind": "eval"`` for
+every evaluation on the fixed validation set (every ``eval_every`` steps, at the switch and at the
+end; see evaluate.py). Evaluation time is kept out of the step times, tokens/s and ``wall_s`` (the
+training wall-clock) and recorded as ``eval_s``. Evaluations use their own seeded generators, so
+they never change the training run.
 """
 
 import dataclasses
@@ -20,12 +27,16 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .data import SequenceSampler, default_corpus, load_corpus
-from .evaluate import autocast_for, evaluate_model
+from .data import SequenceSampler, default_corpus, load_corpus, windows_overlap
+from .evaluate import Evaluator, autocast_for
 from .export import export_hf
+from .leak import LeakSettings
 from .model import DENSE, LIGHTHOUSE, ByteLlama, ModelConfig
 from .passkey import PasskeySettings
+from .retrieval import RetrievalSettings
 from .vocab import PAD
+
+SCHEDULES = ("cosine", "constant", "wsd")
 
 
 @dataclasses.dataclass
@@ -35,9 +46,10 @@ class TrainConfig:
     batch_size: int = 4  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 2e-3
-    min_lr_ratio: float = 0.1  # cosine floor, as a fraction of lr
+    min_lr_ratio: float = 0.1  # floor of the cosine and wsd decays, as a fraction of lr
     warmup_steps: int = 20
-    schedule: str = "cosine"  # or "constant" (after warmup)
+    schedule: str = "cosine"  # or "constant" (after warmup) or "wsd" (warmup, stable, decay)
+    decay_fraction: float = 0.2  # wsd: the last fraction of the steps decays
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -45,7 +57,8 @@ class TrainConfig:
     seed: int = 0
     data: list = dataclasses.field(default_factory=list)  # empty: the embedded corpus
     val_fraction: float = 0.1
-    val_tokens: int = 65536
+    val_windows: int = 64  # the fixed validation set: windows of max_seq_len + 1 tokens
+    eval_every: int = 0  # evaluate every this many steps (0: only at the switch and the end)
     eval_batch_size: int = 4
     checkpoint_every: int = 0  # 0: only at the switch, on a stop and at the end
     keep_checkpoints: int = 2
@@ -55,11 +68,23 @@ class TrainConfig:
     activation_checkpointing: bool = False
     export_dtype: str = "float32"
     passkey: PasskeySettings = dataclasses.field(default_factory=PasskeySettings)
+    leak: LeakSettings = dataclasses.field(default_factory=LeakSettings)
+    retrieval: RetrievalSettings = dataclasses.field(default_factory=RetrievalSettings)
     name: str = "custom"
 
     @property
     def total_steps(self) -> int:
         return self.lighthouse_steps + self.dense_steps
+
+    def validate(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0.0 <= self.decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction: expected a value in [0, 1], got {self.decay_fraction}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every: expected 0 (only at the switch and the end) or more, got {self.eval_every}")
+        if self.val_windows < 1:
+            raise ValueError(f"val_windows: expected at least 1, got {self.val_windows}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -67,21 +92,43 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         fields = dict(data)
+        # Configs written before the fixed validation set measured the first val_tokens of the stream.
+        fields.pop("val_tokens", None)
         fields["passkey"] = PasskeySettings(**fields.get("passkey", {}))
+        fields["leak"] = LeakSettings(**fields.get("leak", {}))
+        fields["retrieval"] = RetrievalSettings(**fields.get("retrieval", {}))
         return cls(**fields)
 
 
+def decay_steps(cfg: TrainConfig) -> int:
+    """Steps of the wsd decay: the last ``decay_fraction`` of the run, rounded to whole steps."""
+    return round(cfg.decay_fraction * cfg.total_steps)
+
+
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """LR for optimizer step ``step`` (0-based): linear warmup, then constant or cosine decay."""
+    """LR for optimizer step ``step`` (0-based).
+
+    Every schedule starts with a linear warmup over ``warmup_steps`` (step s gets lr·(s+1)/warmup).
+    Then "constant" stays at lr; "cosine" follows a half cosine from lr at the end of warmup to
+    ``min_lr_ratio·lr`` at ``total_steps``; "wsd" (warmup–stable–decay) holds lr until the last
+    ``decay_steps`` steps and decays *linearly* over them, so the first decay step already lies one
+    decrement below lr and the run's last step (total_steps − 1) is exactly ``min_lr_ratio·lr``.
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
+    floor = cfg.lr * cfg.min_lr_ratio
     if cfg.schedule == "constant":
         return cfg.lr
+    if cfg.schedule == "wsd":
+        decay = decay_steps(cfg)
+        into_decay = step - (cfg.total_steps - decay) + 1
+        if into_decay <= 0 or decay == 0:
+            return cfg.lr
+        return cfg.lr - (cfg.lr - floor) * min(1.0, into_decay / decay)
     if cfg.schedule != "cosine":
-        raise ValueError(f"unknown schedule {cfg.schedule!r}")
+        raise ValueError(f"schedule: expected one of {SCHEDULES}, got {cfg.schedule!r}")
     span = max(1, cfg.total_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
-    floor = cfg.lr * cfg.min_lr_ratio
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -111,12 +158,18 @@ def _set_rng_state(state: dict) -> None:
 
 
 class _Progress:
-    """A tqdm bar on a terminal; in logs (or without tqdm) a plain line every ten steps on stderr."""
+    """A tqdm bar on a terminal; in logs (or without tqdm) a plain line every ten steps on stderr.
+
+    The plain line's ETA extrapolates the elapsed time of this invocation (steps, evaluations and
+    checkpoints) per step over the remaining steps.
+    """
 
     def __init__(self, total: int, initial: int, enabled: bool):
         self.bar = None
         self.enabled = enabled
         self.total = total
+        self.initial = initial
+        self.began = time.perf_counter()
         if not enabled or not sys.stderr.isatty():
             return
         try:
@@ -132,8 +185,17 @@ class _Progress:
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(1)
         elif self.enabled and record["step"] % 10 == 0:
-            print(f"step {record['step']}/{self.total}: {text}, {record['wall_s'] / 60:.1f} min",
-                  file=sys.stderr, flush=True)
+            done = record["step"] - self.initial
+            eta = (time.perf_counter() - self.began) / done * (self.total - record["step"])
+            print(f"step {record['step']}/{self.total}: {text}, {record['wall_s'] / 60:.1f} min, "
+                  f"ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
+
+    def note(self, text: str) -> None:
+        """A line between progress updates (an evaluation's result)."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        elif self.enabled:
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -154,6 +216,7 @@ class Trainer:
             raise ValueError(f"{self.run_dir} has no checkpoint to resume; give a model and a train config")
         if train_config.total_steps < 1:
             raise ValueError("the run needs at least one step (lighthouse_steps + dense_steps)")
+        train_config.validate()
         self.model_config = model_config
         self.cfg = train_config
         self.device = resolve_device(train_config.device)
@@ -169,9 +232,14 @@ class Trainer:
 
         self.corpus = load_corpus(train_config.data or [default_corpus()], train_config.val_fraction, train_config.seed)
         self.sampler = SequenceSampler(self.corpus.train, model_config.max_seq_len, train_config.seed)
+        self.evaluator = Evaluator(self.corpus.val, model_config.max_seq_len, train_config, self.device, self.bf16,
+                                   lighthouse=train_config.lighthouse_steps > 0)
         self.step = 0
         self.wall_s = 0.0
         self.tokens = 0
+        self.eval_s = 0.0
+        # Per stage: [seconds, tokens] of its steps so far (the running tokens/s of train records).
+        self.stage_totals = {LIGHTHOUSE: [0.0, 0], DENSE: [0.0, 0]}
         if state is not None:
             self._restore(state)
         else:
@@ -192,11 +260,20 @@ class Trainer:
     def _metrics_path(self) -> pathlib.Path:
         return self.run_dir / "metrics.jsonl"
 
+    def validation_note(self) -> str:
+        """One line describing the fixed validation set (for the start of a run's log)."""
+        windows = self.evaluator.windows
+        overlap = " (overlapping: the stream is short)" if windows_overlap(windows, len(self.corpus.val)) else ""
+        return (f"validation: {len(windows)} windows of {windows.shape[1] - 1} tokens from "
+                f"{len(self.corpus.val):,} tokens of {self.corpus.val_docs} documents{overlap}")
+
     def state_dict(self) -> dict:
         return {
             "step": self.step,
             "wall_s": self.wall_s,
             "tokens": self.tokens,
+            "eval_s": self.eval_s,
+            "stage_totals": {stage: list(totals) for stage, totals in self.stage_totals.items()},
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(),
@@ -212,25 +289,31 @@ class Trainer:
         self.step = state["step"]
         self.wall_s = state["wall_s"]
         self.tokens = state["tokens"]
+        # Checkpoints written before evaluation curves lack these two; they start from zero then.
+        self.eval_s = state.get("eval_s", 0.0)
+        self.stage_totals.update({k: list(v) for k, v in state.get("stage_totals", {}).items()})
         _set_rng_state(state["rng"])
         self._truncate_metrics()
+
+    def _read_metrics(self) -> list:
+        """Every complete record of metrics.jsonl (a line torn by a kill is left out)."""
+        path = self._metrics_path()
+        records = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
 
     def _truncate_metrics(self) -> None:
         """Drop metric records past the restored step (written after the checkpoint, before a kill).
 
         A kill in the middle of a write leaves a torn last line; it is dropped too.
         """
-        path = self._metrics_path()
-        kept = []
-        for line in path.read_text().splitlines() if path.exists() else []:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record["step"] <= self.step:
-                kept.append(line)
-        text = "".join(line + "\n" for line in kept)
-        ckpt.atomic_write(path, lambda f: f.write(text.encode()))
+        kept = [r for r in self._read_metrics() if r["step"] <= self.step]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        ckpt.atomic_write(self._metrics_path(), lambda f: f.write(text.encode()))
 
     def _log(self, record: dict) -> None:
         with open(self._metrics_path(), "a") as f:
@@ -268,17 +351,44 @@ class Trainer:
         self.step += 1
         self.wall_s += elapsed
         self.tokens += tokens
-        record = {"step": self.step, "stage": self.model.stage, "loss": loss_value, "lr": lr,
+        stage = self.stage_totals[self.model.stage]
+        stage[0] += elapsed
+        stage[1] += tokens
+        record = {"kind": "train", "step": self.step, "stage": self.model.stage, "loss": loss_value, "lr": lr,
                   "grad_norm": float(grad_norm), "tokens": self.tokens, "step_s": elapsed,
-                  "tokens_per_s": tokens / elapsed, "wall_s": self.wall_s}
+                  "tokens_per_s": tokens / elapsed, "stage_tokens_per_s": stage[1] / stage[0],
+                  "wall_s": self.wall_s}
+        self._log(record)
+        return record
+
+    def evaluation_due(self) -> bool:
+        """After the current step: every ``eval_every`` steps, at the switch and at the last step."""
+        every = self.cfg.eval_every
+        at_switch = self.step == self.cfg.lighthouse_steps and self.cfg.dense_steps > 0
+        return self.step == self.cfg.total_steps or at_switch or bool(every and self.step % every == 0)
+
+    def evaluate(self) -> dict:
+        """Measure the current model on the fixed validation set and log it as an ``eval`` record.
+
+        The time it takes goes to ``eval_s``, never to ``wall_s``; the model's stage and train/eval
+        mode are restored afterwards.
+        """
+        start = time.perf_counter()
+        point = self.evaluator.point(self.model)
+        elapsed = time.perf_counter() - start
+        self.eval_s += elapsed
+        record = {"kind": "eval", "step": self.step, "stage": stage_at(self.cfg, max(0, self.step - 1)),
+                  "tokens": self.tokens, "wall_s": self.wall_s, **point, "eval_s": elapsed}
         self._log(record)
         return record
 
     def run(self, max_minutes: float = None, stop_after_step: int = None, progress: bool = True) -> str:
         """Train until the last step ("done"), the wall-clock budget ("time") or a step ("paused").
 
-        Checkpoints are written every ``checkpoint_every`` steps, at the end of the Lighthouse
-        stage and whenever the loop stops. The budget check predicts the next step from the last.
+        Evaluations run when ``evaluation_due()``, before that step's checkpoint (a kill during an
+        evaluation replays the step and its evaluation). Checkpoints are written every
+        ``checkpoint_every`` steps, at the end of the Lighthouse stage and whenever the loop stops.
+        The budget check predicts the next step from the last.
         """
         began = time.perf_counter()
         bar = _Progress(self.cfg.total_steps, self.step, progress)
@@ -295,6 +405,8 @@ class Trainer:
                 record = self.train_step()
                 last_step_s = record["step_s"]
                 bar.update(record)
+                if self.evaluation_due():
+                    bar.note(_eval_line(self.evaluate()))
                 every = self.cfg.checkpoint_every
                 at_switch = self.step == self.cfg.lighthouse_steps and self.cfg.dense_steps > 0
                 if (every and self.step % every == 0) or at_switch:
@@ -305,8 +417,17 @@ class Trainer:
             self.save()
         return status
 
+    def last_evaluation(self):
+        """The eval record of the current step in metrics.jsonl, or None."""
+        found = [r for r in self._read_metrics() if r.get("kind") == "eval" and r["step"] == self.step]
+        return found[-1] if found else None
+
     def finish(self, status: str) -> dict:
-        """Export (when done), evaluate (unless paused) and write ``summary.json``."""
+        """Export (when done), evaluate (unless paused) and write ``summary.json``.
+
+        The summary's ``eval`` holds the validation point of the final step (measured by the loop, or
+        here for a run stopped by its budget), the retrieval curve and passkey accuracy.
+        """
         summary = {
             "name": self.cfg.name,
             "status": status,
@@ -323,10 +444,21 @@ class Trainer:
             export_hf(self.model, self.model_config, self.run_dir / "hf", self.cfg.export_dtype)
             summary["hf_dir"] = "hf"
         if status != "paused":
-            summary["eval"] = self.evaluate()
+            point = self.last_evaluation() or self.evaluate()
+            start = time.perf_counter()
+            summary["eval"] = {key: value for key, value in point.items() if key.startswith(("val_", "leak_"))}
+            summary["eval"]["retrieval"] = self.evaluator.retrieval(self.model)
+            summary["eval"]["passkey"] = self.evaluator.passkey(self.model)
+            summary["final_eval_s"] = time.perf_counter() - start
+        summary["eval_s"] = self.eval_s
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
-    def evaluate(self) -> dict:
-        return evaluate_model(self.model, self.corpus.val, self.model_config.max_seq_len, self.cfg.val_tokens,
-                              self.cfg.eval_batch_size, self.cfg.passkey, self.device, self.bf16)
+
+def _eval_line(record: dict) -> str:
+    text = f"eval @ step {record['step']}: dense {record['val_bpb']:.4f} bits/byte"
+    if "val_lh_bpb" in record:
+        text += f", Lighthouse {record['val_lh_bpb']:.4f} bits/byte"
+        text += "".join(f", leak t+{key[len('leak_t'):]} {record[key]:+.4f} nats" for key in record
+                        if key.startswith("leak_t") and not key.endswith("_se"))
+    return text + f" ({record['eval_s']:.1f} s)"

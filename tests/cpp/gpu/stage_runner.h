@@ -29,6 +29,7 @@ struct Shape {
   int pooling = 4, levels = 3;
   int64_t topk = 256;
   int tile_budget = 128;
+  lighthouse::Selection selection = lighthouse::Selection::kPaper;
   DType dtype = DType::kBFloat16;
   Layout in_layout = Layout::kSeqMajor;    // [B, N, *, D] tensors
   Layout sel_layout = Layout::kHeadMajor;  // [B, *, S, D] tensors
@@ -42,6 +43,7 @@ inline lighthouse::Config config_of(const Shape& s) {
   c.pooling = s.pooling;
   c.topk = s.topk;
   c.tile_budget = s.tile_budget;
+  c.selection = s.selection;
   return c;
 }
 
@@ -132,6 +134,7 @@ inline void check_all_stages(const Shape& shape, uint64_t seed) {
     lighthouse::SelectParams p;
     p.dims = d;
     p.geo = g;
+    p.selection = shape.selection;
     p.scores_qk = qk.host();
     p.scores_kq = kq.host();
     p.indices = indices.host();

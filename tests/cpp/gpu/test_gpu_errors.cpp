@@ -1,13 +1,14 @@
-// Invalid params make every CUDA stage throw lighthouse::Error before any
-// launch: missing pointers, dims that disagree with the geometry, an
-// uninitialised geometry, a dtype the GPU does not take, GQA that does not
-// divide, and the shortest sequence check of Geometry::make.
+// Invalid params make every CUDA stage throw lighthouse::Error naming the
+// argument before any launch: missing pointers, dims that disagree with the
+// geometry, an uninitialised geometry, a dtype the GPU does not take, GQA
+// that does not divide, and the shortest sequence check of Geometry::make.
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "expect_error.h"
 #include "gpu_harness.h"
 #include "lighthouse/config.h"
 #include "lighthouse/cuda.h"
@@ -41,20 +42,22 @@ struct Fixture {
 lighthouse::Strides bnhd(int64_t heads) { return lighthouse::contiguous_bnhd(4096, heads, 16); }
 lighthouse::Strides bhsd(const Fixture& f, int64_t heads) { return lighthouse::contiguous_bhsd(heads, f.geo.kept, 16); }
 
-// A breakage of the params: its name and how it changes them.
+// A breakage of the params: what it does, the argument the error must name,
+// and how it changes the params.
 template <typename P>
 struct Breakage {
   const char* what;
+  const char* argument;
   std::function<void(P&)> apply;
 };
 
 template <typename P>
 std::vector<Breakage<P>> common_breakages() {
   return {
-      {"seq_len differs from the geometry", [](P& p) { p.dims.seq_len += 1; }},
-      {"uninitialised geometry", [](P& p) { p.geo = lighthouse::Geometry{}; }},
-      {"batch 0", [](P& p) { p.dims.batch = 0; }},
-      {"heads not a multiple of kv_heads", [](P& p) { p.dims.heads = 3; }},
+      {"seq_len differs from the geometry", "dims.seq_len", [](P& p) { p.dims.seq_len += 1; }},
+      {"uninitialised geometry", "geo", [](P& p) { p.geo = lighthouse::Geometry{}; }},
+      {"batch 0", "dims.batch", [](P& p) { p.dims.batch = 0; }},
+      {"heads not a multiple of kv_heads", "dims.heads % dims.kv_heads", [](P& p) { p.dims.heads = 3; }},
   };
 }
 
@@ -65,15 +68,15 @@ void expect_all_throw(const P& valid, std::vector<Breakage<P>> breakages, Call&&
   for (const auto& b : breakages) {
     P p = valid;
     b.apply(p);
-    EXPECT_THROW(call(p), lighthouse::Error) << b.what;
+    EXPECT_TRUE(lhtest::throws_naming([&] { call(p); }, b.argument)) << b.what;
   }
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
 template <typename P>
 void add_dtype_breakage(std::vector<Breakage<P>>& v) {
-  v.push_back({"float64 (CPU only)", [](P& p) { p.dtype = lighthouse::DType::kFloat64; }});
-  v.push_back({"an unknown dtype", [](P& p) { p.dtype = static_cast<lighthouse::DType>(42); }});
+  v.push_back({"float64 (CPU only)", "dtype", [](P& p) { p.dtype = lighthouse::DType::kFloat64; }});
+  v.push_back({"an unknown dtype", "dtype", [](P& p) { p.dtype = static_cast<lighthouse::DType>(42); }});
 }
 
 TEST(GpuErrors, PoolScore) {
@@ -85,9 +88,9 @@ TEST(GpuErrors, PoolScore) {
   p.scores_qk = f.fmem() + (1 << 20), p.scores_kq = f.fmem() + (1 << 21);
   auto v = common_breakages<lighthouse::PoolScoreParams>();
   add_dtype_breakage(v);
-  v.push_back({"null q", [](auto& x) { x.q = nullptr; }});
-  v.push_back({"null scores_kq", [](auto& x) { x.scores_kq = nullptr; }});
-  v.push_back({"negative stride", [](auto& x) { x.k_strides.seq = -1; }});
+  v.push_back({"null q", "q", [](auto& x) { x.q = nullptr; }});
+  v.push_back({"null scores_kq", "scores_kq", [](auto& x) { x.scores_kq = nullptr; }});
+  v.push_back({"negative stride", "k_strides.seq", [](auto& x) { x.k_strides.seq = -1; }});
   expect_all_throw(p, v, [](const auto& x) { lighthouse::cuda::pool_score(x, nullptr); });
 }
 
@@ -98,8 +101,8 @@ TEST(GpuErrors, Select) {
   p.scores_qk = f.fmem(), p.scores_kq = f.fmem() + (1 << 20);
   p.indices = f.imem() + (1 << 21), p.slots = f.imem() + (3 << 20);
   auto v = common_breakages<lighthouse::SelectParams>();
-  v.push_back({"null indices", [](auto& x) { x.indices = nullptr; }});
-  v.push_back({"null slots", [](auto& x) { x.slots = nullptr; }});
+  v.push_back({"null indices", "indices", [](auto& x) { x.indices = nullptr; }});
+  v.push_back({"null slots", "slots", [](auto& x) { x.slots = nullptr; }});
   expect_all_throw(p, v, [](const auto& x) { lighthouse::cuda::select(x, nullptr); });
 }
 
@@ -117,9 +120,9 @@ TEST(GpuErrors, Gather) {
   p.q_sel_strides = p.k_sel_strides = p.v_sel_strides = bhsd(f, 2);
   auto v = common_breakages<lighthouse::GatherParams>();
   add_dtype_breakage(v);
-  v.push_back({"null v_sel", [](auto& x) { x.v_sel = nullptr; }});
-  v.push_back({"null indices", [](auto& x) { x.indices = nullptr; }});
-  v.push_back({"output stride 0", [](auto& x) { x.q_sel_strides.seq = 0; }});
+  v.push_back({"null v_sel", "v_sel", [](auto& x) { x.v_sel = nullptr; }});
+  v.push_back({"null indices", "indices", [](auto& x) { x.indices = nullptr; }});
+  v.push_back({"output stride 0", "q_sel_strides.seq", [](auto& x) { x.q_sel_strides.seq = 0; }});
   expect_all_throw(p, v, [](const auto& x) { lighthouse::cuda::gather(x, nullptr); });
 }
 
@@ -135,8 +138,8 @@ TEST(GpuErrors, Scatter) {
   p.out = f.fmem() + (1 << 21), p.out_strides = bnhd(2);
   auto v = common_breakages<lighthouse::ScatterParams>();
   add_dtype_breakage(v);
-  v.push_back({"null out", [](auto& x) { x.out = nullptr; }});
-  v.push_back({"null slots", [](auto& x) { x.slots = nullptr; }});
+  v.push_back({"null out", "out", [](auto& x) { x.out = nullptr; }});
+  v.push_back({"null slots", "slots", [](auto& x) { x.slots = nullptr; }});
   expect_all_throw(p, v, [](const auto& x) { lighthouse::cuda::scatter(x, nullptr); });
 }
 
@@ -152,8 +155,8 @@ TEST(GpuErrors, ScatterBackward) {
   p.grad_o_sel = f.fmem() + (1 << 21), p.grad_o_sel_strides = bhsd(f, 2);
   auto v = common_breakages<lighthouse::ScatterBackwardParams>();
   add_dtype_breakage(v);
-  v.push_back({"null grad_out", [](auto& x) { x.grad_out = nullptr; }});
-  v.push_back({"null grad_o_sel", [](auto& x) { x.grad_o_sel = nullptr; }});
+  v.push_back({"null grad_out", "grad_out", [](auto& x) { x.grad_out = nullptr; }});
+  v.push_back({"null grad_o_sel", "grad_o_sel", [](auto& x) { x.grad_o_sel = nullptr; }});
   expect_all_throw(p, v, [](const auto& x) { lighthouse::cuda::scatter_backward(x, nullptr); });
 }
 
@@ -171,15 +174,15 @@ TEST(GpuErrors, GatherBackward) {
   p.grad_q_strides = p.grad_k_strides = p.grad_v_strides = bnhd(2);
   auto v = common_breakages<lighthouse::GatherBackwardParams>();
   add_dtype_breakage(v);
-  v.push_back({"null grad_k", [](auto& x) { x.grad_k = nullptr; }});
-  v.push_back({"null slots", [](auto& x) { x.slots = nullptr; }});
+  v.push_back({"null grad_k", "grad_k", [](auto& x) { x.grad_k = nullptr; }});
+  v.push_back({"null slots", "slots", [](auto& x) { x.slots = nullptr; }});
   expect_all_throw(p, v, [](const auto& x) { lighthouse::cuda::gather_backward(x, nullptr); });
 }
 
 TEST(GpuErrors, SequenceTooShortForTheConfig) {
   lighthouse::Config c;
   c.topk = 2048;
-  EXPECT_THROW(lighthouse::Geometry::make(c, lighthouse::min_seq_len(c) - 1), lighthouse::Error);
+  EXPECT_TRUE(lhtest::throws_naming([&] { lighthouse::Geometry::make(c, lighthouse::min_seq_len(c) - 1); }, "seq_len"));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
 
 #include "stage_runner.h"
 
@@ -22,7 +23,8 @@ lighthouse::Config config(int pooling, int levels, int64_t topk, int tile_budget
   return c;
 }
 
-// CPU and GPU select on the same scores, three GPU runs.
+// CPU and GPU select on the same scores under every selection rule, three
+// GPU runs each.
 template <typename Draw>
 void check_select(const lighthouse::Config& c, int64_t batch, int64_t kv_heads, int64_t seq_len, Draw&& draw) {
   const lighthouse::Geometry g = lighthouse::Geometry::make(c, seq_len);
@@ -40,21 +42,26 @@ void check_select(const lighthouse::Config& c, int64_t batch, int64_t kv_heads, 
   }
   qk.upload();
   kq.upload();
-  Array<int32_t> indices(batch * kv_heads * g.kept), slots(len);
-  lighthouse::SelectParams p;
-  p.dims = d;
-  p.geo = g;
-  p.scores_qk = qk.host();
-  p.scores_kq = kq.host();
-  p.indices = indices.host();
-  p.slots = slots.host();
-  lighthouse::cpu::select(p);
-  p.scores_qk = qk.device();
-  p.scores_kq = kq.device();
-  p.indices = indices.device();
-  p.slots = slots.device();
-  expect_same_arrays<int32_t>({{&indices, "indices"}, {&slots, "slots"}},
-                              [&] { lighthouse::cuda::select(p, nullptr); });
+  for (lighthouse::Selection rule :
+       {lighthouse::Selection::kPaper, lighthouse::Selection::kLagged, lighthouse::Selection::kCausal}) {
+    SCOPED_TRACE(std::string("selection ") + lighthouse::selection_name(rule));
+    Array<int32_t> indices(batch * kv_heads * g.kept), slots(len);
+    lighthouse::SelectParams p;
+    p.dims = d;
+    p.geo = g;
+    p.selection = rule;
+    p.scores_qk = qk.host();
+    p.scores_kq = kq.host();
+    p.indices = indices.host();
+    p.slots = slots.host();
+    lighthouse::cpu::select(p);
+    p.scores_qk = qk.device();
+    p.scores_kq = kq.device();
+    p.indices = indices.device();
+    p.slots = slots.device();
+    expect_same_arrays<int32_t>({{&indices, "indices"}, {&slots, "slots"}},
+                                [&] { lighthouse::cuda::select(p, nullptr); });
+  }
 }
 
 TEST(GpuSelect, FourMillionPositions) {

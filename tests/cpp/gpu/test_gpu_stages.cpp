@@ -40,6 +40,11 @@ Shape with_budget(Shape s, int tile_budget) {
   return s;
 }
 
+Shape with_selection(Shape s, lighthouse::Selection selection) {
+  s.selection = selection;
+  return s;
+}
+
 constexpr DType kF32 = DType::kFloat32, kBF16 = DType::kBFloat16, kF16 = DType::kFloat16;
 
 std::vector<Shape> shapes() {
@@ -83,6 +88,12 @@ std::vector<Shape> shapes() {
                    Layout::kSeqMajor),
       // the smallest tile budget (one entry per side and level)
       with_budget(make("tile_budget_2", 1, 100, 1, 1, 8, 4, 3, 4, kBF16), 2),
+      // the lagged and causal selection rules
+      with_selection(make("lagged_ragged_gqa", 2, 5119, 4, 2, 64, 4, 3, 256, kBF16), lighthouse::Selection::kLagged),
+      with_selection(make("causal_ragged_gqa", 2, 5119, 4, 2, 64, 4, 3, 256, kBF16), lighthouse::Selection::kCausal),
+      with_selection(make("causal_p2_l5", 1, 3000, 2, 2, 32, 2, 5, 128, kF32), lighthouse::Selection::kCausal),
+      with_selection(with_budget(make("causal_tile_budget_2", 1, 100, 1, 1, 8, 4, 3, 4, kBF16), 2),
+                     lighthouse::Selection::kCausal),
   };
 }
 
@@ -96,6 +107,9 @@ INSTANTIATE_TEST_SUITE_P(Families, GpuStages, ::testing::ValuesIn(shapes()),
 // A small problem for the memory and race checkers (compute-sanitizer).
 TEST(GpuSmall, AllStages) {
   check_all_stages(make("small_ragged_gqa", 1, 2048 + 21, 4, 2, 16, 2, 3, 256, kBF16), 7);
+  check_all_stages(with_selection(make("small_causal", 1, 2048 + 21, 4, 2, 16, 2, 3, 256, kBF16),
+                                  lighthouse::Selection::kCausal),
+                   9);
   check_all_stages(with_layouts(make("small_scrambled", 1, 512 + 3, 2, 1, 5, 2, 2, 256, kF32), Layout::kScrambled,
                                 Layout::kScrambled),
                    8);

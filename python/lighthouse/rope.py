@@ -1,0 +1,28 @@
+"""Rotary position embedding of whole sequences, with the arithmetic of the gather kernels.
+
+lighthouse_attention(rope=...) takes un-rotated q and k. Where it does not run the kernels (the dense fallback,
+the dilated scorer's attention) it rotates every position with apply_rope, so the layer means the same thing
+on every path: an element is a*cos - partner*sin (first element of its pair) or a*cos + partner*sin (second),
+each product rounded in float32 (float64 for float64 inputs), then one rounded add, stored in x's dtype.
+"""
+
+import torch
+
+
+def apply_rope(x, cos, sin, *, interleaved=False):
+    """x [B, N, heads, D] rotated at each position n by row n of the tables (float32 [N, D] or [B, N, D]).
+
+    interleaved=False pairs element j with j + D/2 (Hugging Face's rotate_half), True pairs 2j with 2j + 1.
+    """
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    a = x.to(compute)
+    cos, sin = (t.to(compute) for t in (cos, sin))
+    if cos.dim() == 2:
+        cos, sin = cos[None], sin[None]
+    cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # [B|1, N, 1, D], the same for every head
+    if interleaved:
+        partner = torch.stack((-a[..., 1::2], a[..., 0::2]), dim=-1).flatten(-2)
+    else:
+        half = a.shape[-1] // 2
+        partner = torch.cat((-a[..., half:], a[..., :half]), dim=-1)
+    return (a * cos + partner * sin).to(x.dtype)

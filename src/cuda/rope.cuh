@@ -1,0 +1,177 @@
+// Rotary positions in the CUDA gather and gather_backward kernels: how a
+// thread's work item covers rotation pairs, table loads, and the rotation of
+// a thread's chunks with the shared arithmetic of lighthouse/detail/rope.h.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "lighthouse/detail/rope.h"
+
+namespace lighthouse::cuda::detail {
+
+// What one work item of a row covers (chosen by the launch):
+//   kNone     one W-element chunk, no rotation (no tables: the plain path);
+//   kPair     two W-element chunks whose elements pair up one to one: chunk 0
+//             holds each pair's first element, chunk 1 (`offset` further) its
+//             second. Rotate-half: chunk 0 in the first half, offset D/2.
+//             Interleaved on the scalar path: W = 1, elements 2i and 2i + 1;
+//   kInChunk  one W-element chunk (W even) of whole interleaved pairs.
+enum class RopeMode { kNone, kPair, kInChunk };
+
+template <RopeMode M>
+constexpr int rope_chunks() {
+  return M == RopeMode::kPair ? 2 : 1;
+}
+
+// Column layout of the work items: item i starts at column i * W * step; in
+// kPair mode its second chunk starts `offset` columns after the first.
+struct ItemLayout {
+  int64_t step = 1;
+  int64_t offset = 0;
+};
+
+// W consecutive table values at p. The launch takes W > 1 only when every
+// table row chunk is 16-byte aligned.
+template <int W>
+__device__ __forceinline__ void load_table(const float* p, float (&x)[W]) {
+  if constexpr (W == 1) {
+    x[0] = __ldg(p);
+  } else {
+#pragma unroll
+    for (int j = 0; j < W; j += 4) {
+      const float4 v = __ldg(reinterpret_cast<const float4*>(p + j));
+      x[j] = v.x;
+      x[j + 1] = v.y;
+      x[j + 2] = v.z;
+      x[j + 3] = v.w;
+    }
+  }
+}
+
+// gather: rotates the item's chunks x in place with table rows cos / sin
+// (`col` is the item's first column; chunk 1 of kPair at col + offset).
+template <int W, RopeMode M>
+__device__ __forceinline__ void rotate_chunks(float (&x)[rope_chunks<M>()][W], const float* cos, const float* sin,
+                                              int64_t col, int64_t offset) {
+  namespace ld = lighthouse::detail;
+  if constexpr (M == RopeMode::kPair) {
+    float c0[W], s0[W], c1[W], s1[W];
+    load_table<W>(cos + col, c0);
+    load_table<W>(sin + col, s0);
+    load_table<W>(cos + col + offset, c1);
+    load_table<W>(sin + col + offset, s1);
+#pragma unroll
+    for (int j = 0; j < W; ++j) {
+      const float a0 = x[0][j], a1 = x[1][j];
+      x[0][j] = ld::rope_rotate(a0, a1, c0[j], s0[j], true);
+      x[1][j] = ld::rope_rotate(a1, a0, c1[j], s1[j], false);
+    }
+  } else if constexpr (M == RopeMode::kInChunk) {
+    static_assert(W % 2 == 0, "interleaved pairs inside one chunk");
+    float c[W], s[W];
+    load_table<W>(cos + col, c);
+    load_table<W>(sin + col, s);
+#pragma unroll
+    for (int j = 0; j < W; j += 2) {
+      const float a0 = x[0][j], a1 = x[0][j + 1];
+      x[0][j] = ld::rope_rotate(a0, a1, c[j], s[j], true);
+      x[0][j + 1] = ld::rope_rotate(a1, a0, c[j + 1], s[j + 1], false);
+    }
+  }
+}
+
+// gather_backward: rotates the item's gradient chunks back in place (the
+// transpose of rotate_chunks: each element takes sin at its partner's index).
+template <int W, RopeMode M>
+__device__ __forceinline__ void rotate_back_chunks(float (&x)[rope_chunks<M>()][W], const float* cos,
+                                                   const float* sin, int64_t col, int64_t offset) {
+  namespace ld = lighthouse::detail;
+  if constexpr (M == RopeMode::kPair) {
+    float c0[W], s0[W], c1[W], s1[W];
+    load_table<W>(cos + col, c0);
+    load_table<W>(sin + col, s0);
+    load_table<W>(cos + col + offset, c1);
+    load_table<W>(sin + col + offset, s1);
+#pragma unroll
+    for (int j = 0; j < W; ++j) {
+      const float g0 = x[0][j], g1 = x[1][j];
+      x[0][j] = ld::rope_rotate_back(g0, g1, c0[j], s1[j], true);
+      x[1][j] = ld::rope_rotate_back(g1, g0, c1[j], s0[j], false);
+    }
+  } else if constexpr (M == RopeMode::kInChunk) {
+    static_assert(W % 2 == 0, "interleaved pairs inside one chunk");
+    float c[W], s[W];
+    load_table<W>(cos + col, c);
+    load_table<W>(sin + col, s);
+#pragma unroll
+    for (int j = 0; j < W; j += 2) {
+      const float g0 = x[0][j], g1 = x[0][j + 1];
+      x[0][j] = ld::rope_rotate_back(g0, g1, c[j], s[j + 1], true);
+      x[0][j + 1] = ld::rope_rotate_back(g1, g0, c[j + 1], s[j], false);
+    }
+  }
+}
+
+// The launch's choice for a row of head_dim D: the mode, whether the 16-byte
+// path stays possible (`vec` in: the data tensors allow it), and the items
+// per row and their layout. Rotate-half pairs need (D/2) % W == 0 for the
+// vector path; interleaved pairs fit any vector chunk. Tables must be
+// 16-byte aligned with row starts a multiple of 4 floats for the vector path.
+struct RopePlan {
+  RopeMode mode = RopeMode::kNone;
+  bool vec = false;
+  int64_t items = 0;
+  ItemLayout layout;
+};
+
+inline RopePlan plan_rope(const RopeTables& rope, int64_t head_dim, int w, bool vec) {
+  RopePlan plan;
+  if (rope.cos == nullptr) {
+    plan.vec = vec;
+    plan.items = vec ? head_dim / w : head_dim;
+    return plan;
+  }
+  const bool tables_aligned = reinterpret_cast<uintptr_t>(rope.cos) % 16 == 0 &&
+                              reinterpret_cast<uintptr_t>(rope.sin) % 16 == 0 && rope.batch_stride % 4 == 0;
+  if (rope.interleaved) {
+    plan.vec = vec && tables_aligned;
+    plan.mode = plan.vec ? RopeMode::kInChunk : RopeMode::kPair;
+    plan.items = plan.vec ? head_dim / w : head_dim / 2;
+    if (!plan.vec) plan.layout = ItemLayout{2, 1};
+    return plan;
+  }
+  plan.vec = vec && tables_aligned && (head_dim / 2) % w == 0;
+  plan.mode = RopeMode::kPair;
+  plan.items = plan.vec ? head_dim / (2 * w) : head_dim / 2;
+  plan.layout = ItemLayout{1, head_dim / 2};
+  return plan;
+}
+
+// Calls f(width, mode) with std::integral_constant arguments for the plan:
+// width W on the 16-byte path, 1 on the scalar path. One call per launch
+// instantiates each kernel only for the combinations that exist.
+template <int W, typename F>
+void with_plan(const RopePlan& plan, F&& f) {
+  using Wide = std::integral_constant<int, W>;
+  using Scalar = std::integral_constant<int, 1>;
+  switch (plan.mode) {
+    case RopeMode::kNone: {
+      using M = std::integral_constant<RopeMode, RopeMode::kNone>;
+      if (plan.vec) f(Wide{}, M{});
+      else f(Scalar{}, M{});
+      return;
+    }
+    case RopeMode::kPair: {
+      using M = std::integral_constant<RopeMode, RopeMode::kPair>;
+      if (plan.vec) f(Wide{}, M{});
+      else f(Scalar{}, M{});
+      return;
+    }
+    case RopeMode::kInChunk:
+      f(Wide{}, std::integral_constant<RopeMode, RopeMode::kInChunk>{});
+      return;
+  }
+}
+
+}  // namespace lighthouse::cuda::detail
