@@ -58,11 +58,11 @@ def test_old_configs_keep_rotating_before_pooling():
     assert LighthouseSettings().rope == "pooled"
 
 
-def test_layer_options_leave_out_the_layers_defaults():
+def test_layer_options_carry_the_settings():
     cos, sin = torch.ones(4, 8), torch.zeros(4, 8)
     original = layer_options(LighthouseSettings(levels=3, pooling=2, topk=8, tile_budget=8, rope="before"), cos, sin)
     assert original == {"levels": 3, "pooling": 2, "topk": 8, "tile_budget": 8, "scorer": "norm", "dilation": 4,
-                        "fallback": "dense"}
+                        "fallback": "dense", "selection": "paper", "rope": None}
     options = layer_options(LighthouseSettings(selection="causal", rope="pooled"), cos, sin)
     assert options["selection"] == "causal" and options["rope"][0] is cos and options["rope"][1] is sin
 
@@ -101,7 +101,7 @@ def test_rope_reaches_the_layer_as_configured(monkeypatch):
             assert options["rope"][0].dtype == torch.float32 and options["rope"][0].shape == (64, 8)
         else:
             assert torch.equal(q, apply_rope(raw_q, cos, sin)) and torch.equal(k, apply_rope(raw_k, cos, sin))
-            assert "rope" not in options
+            assert options["rope"] is None
         assert len(calls) == 2
     # A recording layer that runs dense attention on what it gets: rotating first gives the dense model back.
     assert torch.equal(results["before", DENSE], results["pooled", DENSE])
