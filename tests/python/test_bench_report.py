@@ -108,3 +108,32 @@ def test_missing_matplotlib_skips_plots_with_a_note(tmp_path, monkeypatch):
     assert "Plots skipped" in (tmp_path / "results.md").read_text()
     assert not list(tmp_path.glob("*.png"))
     shutil.rmtree(tmp_path)
+
+
+def stage_rows(text: str) -> list:
+    """The stage breakdown's rows as dicts keyed by its header."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| N | config | pool_score |"))
+    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))))
+    return rows
+
+
+def test_stage_breakdown_says_what_the_stages_leave_out(tmp_path):
+    doc = document()
+    # Point 2: the forward is faster than its stages (other < 0), and one backward stage did not run.
+    doc["points"][1]["methods"]["lighthouse"]["fwd"] = measurement(2.0)
+    doc["points"][1]["stages"]["gather_backward"] = {"status": "failed", "reason": "failed: out of memory"}
+    report.write_outputs(doc, tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    assert "**other** is the layer's median minus the sum of its stages' medians" in text
+    first, second = stage_rows(text)
+    # Point 1: layer fwd 3.0 ms, forward stages 4 x 3/8 + 3/4 = 2.25 ms; fwd+bwd 9.0 ms, all stages 4.5 ms.
+    assert (first["other fwd"], first["other fwd+bwd"]) == ("0.75 (25%)", "4.5 (50%)")
+    # Point 2: forward stages 4 x 3.5/8 + 3.5/4 = 2.625 ms against a 2.0 ms layer.
+    assert (second["other fwd"], second["other fwd+bwd"]) == ("-0.625 (-31%)", "—")
+    assert second["gather_backward"] == "failed"

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_top_level_help_lists_the_training_options(capsys):
     text = capsys.readouterr().out
     for option in ("--preset", "--steps", "--selection", "--rope", "--schedule", "--decay-fraction",
                    "--switch-at-decay", "--eval-every", "--val-windows", "--retrieval-distances", "--max-minutes",
-                   "{train,eval,export,compare}"):
+                   "{train,eval,export,generate,compare}"):
         assert option in text, option
 
 
@@ -71,8 +72,13 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
     run = tmp_path / "tiny"
     args = ["--preset", "tiny", "--out", str(run), "--steps", "3", "--seq-len", "512", "--batch-size", "2",
             "--rope", "before", "--eval-every", "2", "--val-windows", "2", "--retrieval-distances", "64", "256",
-            "--passkey-trials", "1", "--no-progress"]
+            "--passkey-trials", "1"]
     assert main(args) == 0
+    # After the last step every final phase says what it does and how long it took, one line each.
+    log = capsys.readouterr().err
+    for phase in ("export: the dense model to", "final evaluation: retrieval at distances [64, 256]",
+                  "final evaluation: passkey, 15 prompts at lengths [256, 512, 1024]", "report: "):
+        assert re.search(re.escape(phase) + r".* \.\.\. \d+\.\d s\n", log), phase
     summary = json.loads((run / "summary.json").read_text())
     # 3 steps with the tiny preset's decay of 0.2: 1 decay step, the switch right before it.
     assert summary["status"] == "done" and (summary["lighthouse_steps"], summary["dense_steps"]) == (2, 1)
@@ -91,7 +97,9 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
     assert report.startswith("# Lighthouse run report: tiny\n")
     assert "| tiny | done | 3 (2 + 1) |" in report
     assert "comparison" not in report and "speedup" not in report and "1.00x" not in report
-    assert (run / "hf" / "config.json").exists()
+    assert "| passkey acc. (chance 10%) |" in report and "chance is 10%" in report
+    assert "adapts to dense attention" in report and "part of the jump is the loss of the leak" in report
+    assert (run / "hf" / "config.json").exists() and (run / "hf" / "tokenizer.json").exists()
 
     # Running the finished folder again resumes at the end: nothing more is trained or measured.
     assert main(["--out", str(run), "--no-progress", "--no-report"]) == 0
@@ -107,6 +115,10 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
 
     assert main(["export", str(run), "--out", str(tmp_path / "hf16"), "--dtype", "bfloat16"]) == 0
     assert json.loads((tmp_path / "hf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+
+    capsys.readouterr()
+    assert main(["generate", str(run), "--prompt", "It is a truth", "--max-new-tokens", "8", "--seed", "1"]) == 0
+    assert 0 < len(capsys.readouterr().out.encode()) <= 8 * 3 + 1  # up to 8 bytes (U+FFFD is 3) and a newline
 
     assert main(["compare", str(run), str(POC_RUNS / "dense"), "--out", str(tmp_path / "cmp")]) == 0
     report = (tmp_path / "cmp" / "report.md").read_text()

@@ -1,14 +1,15 @@
 """Markdown rendering of a results document (the JSON of report.py): a
 header with the environment, the main table (one row per point), the stage
-breakdown (one row per point), the check results, every skipped or failed
-measurement with its reason, and the authors' own numbers."""
+breakdown (one row per point, with what the stages leave out of the layer's
+time), the check results, every skipped or failed measurement with its
+reason, and the authors' own numbers."""
 
 from __future__ import annotations
 
 from lighthouse.bench import anchors
 
-STAGE_NAMES = ("pool_score", "select", "gather", "attention", "scatter",
-               "scatter_backward", "attention_backward", "gather_backward")
+FORWARD_STAGE_NAMES = ("pool_score", "select", "gather", "attention", "scatter")
+STAGE_NAMES = FORWARD_STAGE_NAMES + ("scatter_backward", "attention_backward", "gather_backward")
 METHOD_TITLES = {"lighthouse": "Lighthouse", "sdpa_cudnn": "cuDNN SDPA", "sdpa_flash": "flash SDPA",
                  "sdpa_math": "math SDPA"}
 MODE_TITLES = {"fwd": "fwd", "fwd_bwd": "fwd+bwd"}
@@ -24,7 +25,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def number(value, digits: int = 3) -> str:
     if value is None:
         return MISSING
-    if value >= 100:
+    if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
 
@@ -107,9 +108,38 @@ def main_table(document: dict) -> str:
     return table(header, rows)
 
 
+STAGE_NOTE = (
+    "Each stage is timed on its own, under `torch.no_grad()`, on inputs made once by the stages before it; the "
+    "layer (the main table's Lighthouse columns) is timed as one call on inputs that require grad. **other** is "
+    "the layer's median minus the sum of its stages' medians (fwd: the five forward stages; fwd+bwd: all eight), "
+    "with its share of the layer's time: what the stages alone leave out. That is the layer's Python wrapper "
+    "(argument checks, the geometry, dispatching each op), autograd's bookkeeping (a graph node per op and the "
+    "tensors it saves for the backward; on the backward, the engine running the nodes), the log-sum-exp that "
+    "some SDPA kernels write only when the backward will need it, and on a GPU the idle time between kernels "
+    "when the host issues them more slowly than the device runs them (short sequences). It can be negative: "
+    "inside the layer a stage may find its inputs still in cache, and a sum of medians is not the median of a sum. "
+    "With few repeats on a busy CPU (the quick preset) the noise of the single medians can outweigh all of this; "
+    "the (min–max) ranges of the main table show how large it is."
+)
+
+
+def median_ms(result: dict | None):
+    """The median of a measurement that ran, else None."""
+    return result["ms"]["median"] if result and result["status"] == "ok" else None
+
+
+def other_cell(layer: dict | None, stages: list) -> str:
+    """The layer's median minus the sum of the stages' medians, with its share of the layer's; "—" if any is missing."""
+    total, parts = median_ms(layer), [median_ms(result) for result in stages]
+    if total is None or any(part is None for part in parts):
+        return MISSING
+    other = total - sum(parts)
+    return f"{number(other)} ({other / total:.0%})"
+
+
 def stage_table(document: dict) -> str:
-    header = ["N", "config", *STAGE_NAMES, "attention TFLOP/s fwd", "attention TFLOP/s bwd", "rest GB/s fwd",
-              "rest GB/s bwd"]
+    header = ["N", "config", *STAGE_NAMES, "other fwd", "other fwd+bwd", "attention TFLOP/s fwd",
+              "attention TFLOP/s bwd", "rest GB/s fwd", "rest GB/s bwd"]
     rows = []
     for record in document["points"]:
         n, _, config = point_label(record)
@@ -122,6 +152,10 @@ def stage_table(document: dict) -> str:
                 cells.append(result["status"])
             else:
                 cells.append(number(result["ms"]["median"]))
+        layer = record["methods"].get("lighthouse", {})
+        stages = record["stages"]
+        cells += [other_cell(layer.get("fwd"), [stages.get(name) for name in FORWARD_STAGE_NAMES]),
+                  other_cell(layer.get("fwd_bwd"), [stages.get(name) for name in STAGE_NAMES])]
         rows.append([n, config, *cells, number(record["attention"]["tflops_fwd"]),
                      number(record["attention"]["tflops_bwd"]), number(record["rest"]["gbps_fwd"]),
                      number(record["rest"]["gbps_bwd"])])
@@ -213,6 +247,8 @@ def render(document: dict, figures: list[str], plot_note: str | None) -> str:
         main_table(document),
         "",
         "## Stage breakdown (median ms)",
+        "",
+        STAGE_NOTE,
         "",
         stage_table(document),
         "",

@@ -1,15 +1,18 @@
-"""``lighthouse-train``: train (the default command), eval, export and compare.
+"""``lighthouse-train``: train (the default command), eval, export, generate and compare.
 
     lighthouse-train --preset tiny --out runs/tiny
     lighthouse-train --preset h200-lighthouse --data data/prose.jsonl.xz --max-minutes 6
     lighthouse-train --preset study-causal --out runs/study-causal
     lighthouse-train eval runs/tiny
     lighthouse-train export runs/tiny --out runs/tiny/hf
+    lighthouse-train generate runs/tiny --prompt "It is a truth universally acknowledged"
     lighthouse-train compare runs/study-dense runs/study-paper runs/study-causal --out runs/compare
+    torchrun --nproc-per-node 8 -m lighthouse.train --preset h200-lighthouse --context-parallel 4
 
 A train command on a folder that already holds checkpoints resumes from the newest one with the
 configuration saved in it; only the budget options (--max-minutes, --stop-after-step) and the
-progress display apply to the resumed invocation.
+progress display apply to the resumed invocation (and, under torchrun, the process layout:
+--context-parallel and the number of processes may change between invocations).
 """
 
 import argparse
@@ -21,7 +24,7 @@ from . import checkpoint as ckpt
 from .model import ROPE_MODES, SELECTIONS
 from .presets import get_preset, preset_names
 
-COMMANDS = ("train", "eval", "export", "compare")
+COMMANDS = ("train", "eval", "export", "generate", "compare")
 
 
 def resolve_steps(total_default: int, lh_default: int, steps, lighthouse, dense):
@@ -90,6 +93,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write report/ (markdown + plots) when the run finishes")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--context-parallel", type=int, metavar="C",
+                   help="under torchrun with W processes: C ranks share each sequence (W/C split the batch); "
+                        "default 1 under torchrun, a single process otherwise")
     return p
 
 
@@ -150,31 +156,69 @@ def _place_switch(args, preset_default: bool, train) -> None:
     train.lighthouse_steps, train.dense_steps = train.total_steps - dense, dense
 
 
+def _context_parallel(args):
+    """C of a run over several processes (1 under torchrun without --context-parallel), None for one process."""
+    from .parallel import launched_by_torchrun
+
+    if args.context_parallel is None and not launched_by_torchrun():
+        return None
+    return 1 if args.context_parallel is None else args.context_parallel
+
+
 def cmd_train(args) -> int:
+    context = _context_parallel(args)
+    if context is None:
+        return _train(args, None)
+    import torch.distributed as dist
+
+    try:
+        return _train(args, context)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(args, context) -> int:
+    """The train command; over several processes (context not None) rank 0 alone prints and reports."""
     from .report import compare
-    from .trainer import Trainer
+    from .trainer import Trainer, phase
 
     out = args.out or pathlib.Path("runs") / args.preset
     if ckpt.latest_checkpoint(out):
-        print(f"resuming {out} from {ckpt.latest_checkpoint(out).name}", file=sys.stderr)
-        trainer = Trainer(out)
+        resuming = f"resuming {out} from {ckpt.latest_checkpoint(out).name}"
+        trainer = Trainer(out, context_parallel=context)
     else:
+        resuming = None
         model, train = _configs_from_args(args)
-        trainer = Trainer(out, model, train)
-    print(f"{trainer.cfg.name}: {trainer.model.num_parameters():,} parameters, "
-          f"{trainer.cfg.lighthouse_steps} Lighthouse + {trainer.cfg.dense_steps} dense steps, "
-          f"layers {trainer.model.attention_modes()} on {trainer.device}", file=sys.stderr)
-    print(trainer.validation_note(), file=sys.stderr)
+        trainer = Trainer(out, model, train, context_parallel=context)
+    if trainer.is_main:
+        if resuming:
+            print(resuming, file=sys.stderr)
+        print(f"{trainer.cfg.name}: {trainer.model.num_parameters():,} parameters, "
+              f"{trainer.cfg.lighthouse_steps} Lighthouse + {trainer.cfg.dense_steps} dense steps, "
+              f"layers {trainer.model.attention_modes()} on {trainer.device}{_layout_note(trainer)}", file=sys.stderr)
+        print(trainer.validation_note(), file=sys.stderr)
     status = trainer.run(max_minutes=args.max_minutes, stop_after_step=args.stop_after_step, progress=args.progress)
-    summary = trainer.finish(status)
+    summary = trainer.finish(status, args.progress)
+    if not trainer.is_main:
+        return 0
     if status == "done" and args.report:
-        compare([out], out / "report")
+        with phase(f"report: {out / 'report' / 'report.md'} and its plots", args.progress):
+            compare([out], out / "report")
     print(json.dumps(summary, indent=2))
     return 0
 
 
+def _layout_note(trainer) -> str:
+    if trainer.parallel is None:
+        return ""
+    p = trainer.parallel
+    return (f" (rank 0 of W = {p.world}: C = {p.context} ranks share each sequence, W / C = {p.data_parallel} "
+            f"split the batch)")
+
+
 def _checkpoint_from(path: pathlib.Path) -> dict:
-    if path.is_dir():
+    if path.is_dir() and not ckpt.is_sharded(path):
         latest = ckpt.latest_checkpoint(path)
         if latest is None:
             raise ValueError(f"{path} holds no checkpoints")
@@ -225,6 +269,19 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from .generate import generate, model_from_checkpoint
+    from .trainer import TrainConfig, resolve_device
+
+    state = _checkpoint_from(args.run)
+    train = TrainConfig.from_dict(state["train_config"])
+    device = resolve_device(args.device or train.device)
+    model = model_from_checkpoint(state, device)
+    print(generate(model, args.prompt, args.max_new_tokens, args.temperature, args.seed,
+                   bf16=train.bf16 and device.type == "cuda"))
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .report import compare
 
@@ -236,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lighthouse-train",
         description="Two-stage pretraining with Lighthouse attention, then dense resumption: "
-                    "train (the default command), eval, export, compare.",
+                    "train (the default command), eval, export, generate, compare.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = _train_parser(sub)
@@ -262,6 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", type=pathlib.Path, required=True)
     x.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
 
+    g = sub.add_parser("generate", help="continue a prompt with a checkpoint's model (dense attention)")
+    g.add_argument("run", type=pathlib.Path, help="run folder (newest checkpoint) or checkpoint file")
+    g.add_argument("--prompt", required=True, help="text to continue (the model sees BOS, then its UTF-8 bytes)")
+    g.add_argument("--max-new-tokens", type=int, default=200, help="at most this many bytes (stops early at EOS)")
+    g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 takes the argmax")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the run's)")
+
     c = sub.add_parser("compare", help="markdown table and plots comparing finished runs (first = baseline)")
     c.add_argument("runs", type=pathlib.Path, nargs="+")
     c.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/compare"))
@@ -273,7 +338,8 @@ def main(argv=None) -> int:
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "train")
     args = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "compare": cmd_compare}[args.command]
+    handler = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "generate": cmd_generate,
+               "compare": cmd_compare}[args.command]
     try:
         return handler(args)
     except ValueError as err:

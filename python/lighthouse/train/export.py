@@ -1,9 +1,11 @@
-"""Export the dense model as a Hugging Face Llama directory (config.json + model.safetensors).
+"""Export the dense model as a Hugging Face Llama directory: config.json, model.safetensors and the tokenizer.
 
 Our parameter names already are ``LlamaForCausalLM``'s, and RoPE uses the same half-split
 rotation, so the weights are written as they are; ``transformers.LlamaForCausalLM.from_pretrained``
 loads the folder with no custom code. Lighthouse layers have no weights of their own, so the same
-export works for a checkpoint from either stage (it is then read as a dense model).
+export works for a checkpoint from either stage (it is then read as a dense model). The tokenizer
+files (hf_tokenizer.py: token id = byte value, then BOS, EOS, PAD) let ``AutoTokenizer`` and
+``pipeline("text-generation", model=folder)`` load the folder too.
 """
 
 import json
@@ -13,6 +15,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from .checkpoint import atomic_write
+from .hf_tokenizer import write_tokenizer
 from .model import ByteLlama, ModelConfig
 from .vocab import BOS, EOS, PAD
 
@@ -61,6 +64,7 @@ def export_hf(model: ByteLlama, config: ModelConfig, out_dir, dtype: str = "floa
     atomic_write(out / "model.safetensors", lambda f: f.write(blob))
     text = json.dumps(hf_config(config, dtype), indent=2) + "\n"
     atomic_write(out / "config.json", lambda f: f.write(text.encode()))
+    write_tokenizer(out, config.vocab_size, config.max_seq_len)
     return out
 
 

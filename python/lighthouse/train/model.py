@@ -176,6 +176,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, config.n_kv_heads * hd, bias=False)
         self.o_proj = nn.Linear(config.n_heads * hd, d, bias=False)
         self.mode = DENSE
+        # Set by ByteLlama.shard_sequence: this rank's share of sequences split over a context-parallel group.
+        self.sequence_shard = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -183,7 +185,9 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(b, n, c.n_heads, c.head_dim)
         k = self.k_proj(x).view(b, n, c.n_kv_heads, c.head_dim)
         v = self.v_proj(x).view(b, n, c.n_kv_heads, c.head_dim)
-        if self.mode == LIGHTHOUSE:
+        if self.sequence_shard is not None:
+            out = self.sequence_shard.attention(q, k, v, self.mode, c.lighthouse, cos, sin)
+        elif self.mode == LIGHTHOUSE:
             out = sparse_attention(q, k, v, c.lighthouse, cos, sin)
         else:
             out = dense_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
@@ -233,6 +237,7 @@ class ByteLlama(nn.Module):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.activation_checkpointing = False
         self.stage = DENSE
+        self.sequence_shard = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -252,11 +257,24 @@ class ByteLlama(nn.Module):
             layer.self_attn.mode = mode
         self.stage = stage
 
+    def shard_sequence(self, shard) -> None:
+        """Run on this rank's shard of every sequence (a context.SequenceShard): forward then takes its N/C
+        positions and attention exchanges them over the shard's group."""
+        self.sequence_shard = shard
+        for layer in self.model.layers:
+            layer.self_attn.sequence_shard = shard
+
     def attention_modes(self) -> list:
         return [layer.self_attn.mode for layer in self.model.layers]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        cos, sin = rope_tables(self.config, tokens.shape[1], tokens.device)
+        """tokens [B, N] (with a sequence shard: this rank's [B, N/C] positions) -> logits of the same positions.
+
+        The rotary tables always cover the whole sequence; a sharded attention takes its rows of them.
+        """
+        shard = self.sequence_shard
+        length = tokens.shape[1] if shard is None else tokens.shape[1] * shard.size
+        cos, sin = rope_tables(self.config, length, tokens.device)
         x = self.model.embed_tokens(tokens)
         for layer in self.model.layers:
             if self.activation_checkpointing and self.training:

@@ -1,6 +1,6 @@
 """Named run configurations.
 
-``tiny`` shows the whole recipe on a laptop CPU in a few minutes with the embedded corpus. The
+``tiny`` shows the whole recipe on a CPU in about five minutes (two cores) with the embedded corpus. The
 ``h200-*`` pair is a proof of concept at 64K context on one H200: ``h200-dense`` is the dense
 baseline and ``h200-lighthouse`` trains the same model on the same data stream, seed and token
 budget with Lighthouse for 70% of the steps and dense attention for the last 30%.

@@ -14,6 +14,7 @@ training wall-clock) and recorded as ``eval_s``. Evaluations use their own seede
 they never change the training run.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,6 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
+from . import parallel as parallel_module
+from . import sharded_checkpoint
 from .data import SequenceSampler, default_corpus, load_corpus, windows_overlap
 from .evaluate import Evaluator, autocast_for
 from .export import export_hf
@@ -203,12 +206,25 @@ class _Progress:
 
 
 class Trainer:
-    """Builds (or restores) everything a run needs; ``run()`` trains until done or stopped."""
+    """Builds (or restores) everything a run needs; ``run()`` trains until done or stopped.
 
-    def __init__(self, run_dir, model_config: ModelConfig = None, train_config: TrainConfig = None):
+    ``context_parallel`` None: a run in this one process. C: a run over the W processes of a torchrun launch
+    (or of an already initialized default process group), C ranks sharing each sequence and W / C groups
+    splitting each batch (parallel.py); every rank builds its Trainer alike. Rank 0 alone writes config.json,
+    metrics.jsonl, the progress display, summary.json and the export, and it alone evaluates: the whole
+    model is gathered to it and measured in one process. Checkpoints are then DCP folders
+    (sharded_checkpoint.py), which any layout, or a single process, can resume.
+    """
+
+    def __init__(self, run_dir, model_config: ModelConfig = None, train_config: TrainConfig = None,
+                 context_parallel: int = None):
         self.run_dir = pathlib.Path(run_dir)
         latest = ckpt.latest_checkpoint(self.run_dir)
-        state = ckpt.load_checkpoint(latest) if latest else None
+        sharded = latest is not None and ckpt.is_sharded(latest)
+        if latest is None:
+            state = None
+        else:
+            state = sharded_checkpoint.read_run_state(latest) if sharded else ckpt.load_checkpoint(latest)
         if state is not None:
             model_config = ModelConfig.from_dict(state["model_config"])
             train_config = TrainConfig.from_dict(state["train_config"])
@@ -217,15 +233,27 @@ class Trainer:
         if train_config.total_steps < 1:
             raise ValueError("the run needs at least one step (lighthouse_steps + dense_steps)")
         train_config.validate()
+        if context_parallel is not None:
+            parallel_module.check_layout(parallel_module.process_count(), context_parallel, model_config,
+                                         train_config)
+            if latest is not None and not sharded:
+                raise ValueError(f"{latest}: expected the checkpoint folder of a run over several processes, got "
+                                 f"the file of a single-process run (resume it without torchrun)")
         self.model_config = model_config
         self.cfg = train_config
         self.device = resolve_device(train_config.device)
+        self.parallel = None
+        if context_parallel is not None:
+            self.device = parallel_module.device_for_rank(self.device)
+            self.parallel = parallel_module.Parallel(context_parallel, self.device)
         self.bf16 = train_config.bf16 and self.device.type == "cuda"
 
         random.seed(train_config.seed)
         np.random.seed(train_config.seed)
         torch.manual_seed(train_config.seed)
         self.model = ByteLlama(model_config).to(self.device)
+        if self.parallel is not None:
+            self.parallel.wrap(self.model)
         self.model.activation_checkpointing = train_config.activation_checkpointing
         self.forward = torch.compile(self.model) if train_config.compile else self.model
         self.optimizer = self._make_optimizer()
@@ -241,8 +269,8 @@ class Trainer:
         # Per stage: [seconds, tokens] of its steps so far (the running tokens/s of train records).
         self.stage_totals = {LIGHTHOUSE: [0.0, 0], DENSE: [0.0, 0]}
         if state is not None:
-            self._restore(state)
-        else:
+            self._restore(latest, state)
+        elif self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(
                 {"model": model_config.to_dict(), "train": train_config.to_dict()}, indent=2) + "\n")
@@ -257,6 +285,11 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
                                  fused=self.device.type == "cuda")
 
+    @property
+    def is_main(self) -> bool:
+        """True in a single-process run and on rank 0 of a run over several processes."""
+        return self.parallel is None or self.parallel.is_main
+
     def _metrics_path(self) -> pathlib.Path:
         return self.run_dir / "metrics.jsonl"
 
@@ -267,24 +300,34 @@ class Trainer:
         return (f"validation: {len(windows)} windows of {windows.shape[1] - 1} tokens from "
                 f"{len(self.corpus.val):,} tokens of {self.corpus.val_docs} documents{overlap}")
 
-    def state_dict(self) -> dict:
-        return {
+    def _run_state(self) -> dict:
+        """The trainer's state but the model and the optimizer (the same on every rank of a run)."""
+        state = {
             "step": self.step,
             "wall_s": self.wall_s,
             "tokens": self.tokens,
             "eval_s": self.eval_s,
             "stage_totals": {stage: list(totals) for stage, totals in self.stage_totals.items()},
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": _rng_state(),
             "model_config": self.model_config.to_dict(),
             "train_config": self.cfg.to_dict(),
         }
+        if self.parallel is not None:
+            state["parallel"] = self.parallel.describe()
+        return state
 
-    def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def state_dict(self) -> dict:
+        return {**self._run_state(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def _restore(self, path: pathlib.Path, state: dict) -> None:
+        """Restore from the checkpoint at path; state is what was read of it (all of a .pt file; a folder's
+        run state, its model and optimizer being loaded here, resharded to this run's layout)."""
+        if ckpt.is_sharded(path):
+            sharded_checkpoint.load(path, self.model, self.optimizer)
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         self.step = state["step"]
         self.wall_s = state["wall_s"]
@@ -293,7 +336,8 @@ class Trainer:
         self.eval_s = state.get("eval_s", 0.0)
         self.stage_totals.update({k: list(v) for k, v in state.get("stage_totals", {}).items()})
         _set_rng_state(state["rng"])
-        self._truncate_metrics()
+        if self.is_main:
+            self._truncate_metrics()
 
     def _read_metrics(self) -> list:
         """Every complete record of metrics.jsonl (a line torn by a kill is left out)."""
@@ -316,11 +360,23 @@ class Trainer:
         ckpt.atomic_write(self._metrics_path(), lambda f: f.write(text.encode()))
 
     def _log(self, record: dict) -> None:
+        if not self.is_main:
+            return
         with open(self._metrics_path(), "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def save(self) -> pathlib.Path:
-        return ckpt.save_checkpoint(self.run_dir, self.step, self.state_dict(), self.cfg.keep_checkpoints)
+        """Write the checkpoint of the current step (over several processes: collective, a DCP folder)."""
+        if self.parallel is None:
+            return ckpt.save_checkpoint(self.run_dir, self.step, self.state_dict(), self.cfg.keep_checkpoints)
+        return sharded_checkpoint.save(self.run_dir, self.step, self.model, self.optimizer, self._run_state(),
+                                       self.cfg.keep_checkpoints, self.parallel)
+
+    def _checkpoint_path(self) -> pathlib.Path:
+        """Where save() puts the checkpoint of the current step."""
+        if self.parallel is None:
+            return ckpt.checkpoint_path(self.run_dir, self.step)
+        return sharded_checkpoint.checkpoint_path(self.run_dir, self.step)
 
     def enter_stage(self) -> None:
         """Set the layers' attention for the coming step (the switch happens here, nothing else)."""
@@ -335,14 +391,17 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
-        for _ in range(self.cfg.grad_accum):
-            batch = self.sampler.next_batch(self.cfg.batch_size).to(self.device, non_blocking=True)
-            with autocast_for(self.device, self.bf16):
-                logits = self.forward(batch[:, :-1])
-            loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), ignore_index=PAD)
-            (loss / self.cfg.grad_accum).backward()
-            loss_sum += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        for micro in range(self.cfg.grad_accum):
+            batch = self.sampler.next_batch(self.cfg.batch_size)
+            if self.parallel is None:
+                loss_sum += self._micro_step(batch)
+            else:
+                loss_sum += self._sharded_micro_step(batch, last=micro == self.cfg.grad_accum - 1)
+        if self.parallel is None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        else:
+            grad_norm = self.parallel.clip_grad_norm(self.model.parameters(), self.cfg.grad_clip)
+            loss_sum = self.parallel.total(loss_sum)  # the ranks' shares of the loss add up to the batch mean
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         loss_value = float(loss_sum) / self.cfg.grad_accum  # synchronises, so the timing is honest
@@ -361,20 +420,60 @@ class Trainer:
         self._log(record)
         return record
 
+    def _micro_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """Forward and backward of one micro-batch [B, N + 1] in this one process; returns its mean loss."""
+        batch = batch.to(self.device, non_blocking=True)
+        with autocast_for(self.device, self.bf16):
+            logits = self.forward(batch[:, :-1])
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), ignore_index=PAD)
+        (loss / self.cfg.grad_accum).backward()
+        return loss.detach()
+
+    def _sharded_micro_step(self, batch: torch.Tensor, last: bool) -> torch.Tensor:
+        """Forward and backward of this rank's part of the global micro-batch [B, N + 1]; returns this rank's
+        share of its mean loss: the sum of its targets' losses over the count of targets of all ranks.
+
+        The gradients are reduce-scattered (summed over the ranks) in the backward of the last micro-batch
+        of the step only.
+        """
+        inputs, targets, count = self.parallel.shard_batch(batch)
+        inputs = inputs.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        self.parallel.sync_gradients(self.model, last)
+        with autocast_for(self.device, self.bf16):
+            logits = self.forward(inputs)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=PAD,
+                               reduction="sum") / count
+        (loss / self.cfg.grad_accum).backward()
+        return loss.detach()
+
     def evaluation_due(self) -> bool:
         """After the current step: every ``eval_every`` steps, at the switch and at the last step."""
         every = self.cfg.eval_every
         at_switch = self.step == self.cfg.lighthouse_steps and self.cfg.dense_steps > 0
         return self.step == self.cfg.total_steps or at_switch or bool(every and self.step % every == 0)
 
-    def evaluate(self) -> dict:
+    def _evaluation_model(self):
+        """The model to measure and export: the training model itself in one process; over several processes
+        a plain copy of it gathered to rank 0 (None on the other ranks; every rank must call this)."""
+        if self.parallel is None:
+            return self.model
+        return self.parallel.full_model(self.model, self.device)
+
+    def evaluate(self):
         """Measure the current model on the fixed validation set and log it as an ``eval`` record.
 
         The time it takes goes to ``eval_s``, never to ``wall_s``; the model's stage and train/eval
-        mode are restored afterwards.
+        mode are restored afterwards. Over several processes every rank calls it and rank 0 measures the
+        gathered model and returns the record; the other ranks return None.
         """
         start = time.perf_counter()
-        point = self.evaluator.point(self.model)
+        model = self._evaluation_model()
+        return None if model is None else self._measure(model, start)
+
+    def _measure(self, model, start: float) -> dict:
+        """evaluate()'s measurement of model, its time counted from start."""
+        point = self.evaluator.point(model)
         elapsed = time.perf_counter() - start
         self.eval_s += elapsed
         record = {"kind": "eval", "step": self.step, "stage": stage_at(self.cfg, max(0, self.step - 1)),
@@ -391,7 +490,7 @@ class Trainer:
         The budget check predicts the next step from the last.
         """
         began = time.perf_counter()
-        bar = _Progress(self.cfg.total_steps, self.step, progress)
+        bar = _Progress(self.cfg.total_steps, self.step, progress and self.is_main)
         status = "done"
         last_step_s = 0.0
         try:
@@ -399,35 +498,49 @@ class Trainer:
                 if stop_after_step is not None and self.step >= stop_after_step:
                     status = "paused"
                     break
-                if max_minutes is not None and time.perf_counter() - began + last_step_s > 60.0 * max_minutes:
+                if max_minutes is not None and self._out_of_time(time.perf_counter() - began + last_step_s,
+                                                                 max_minutes):
                     status = "time"
                     break
                 record = self.train_step()
                 last_step_s = record["step_s"]
                 bar.update(record)
                 if self.evaluation_due():
-                    bar.note(_eval_line(self.evaluate()))
+                    evaluation = self.evaluate()
+                    if evaluation is not None:
+                        bar.note(_eval_line(evaluation))
                 every = self.cfg.checkpoint_every
                 at_switch = self.step == self.cfg.lighthouse_steps and self.cfg.dense_steps > 0
                 if (every and self.step % every == 0) or at_switch:
                     self.save()
         finally:
             bar.close()
-        if ckpt.latest_checkpoint(self.run_dir) != ckpt.checkpoint_path(self.run_dir, self.step):
+        if ckpt.latest_checkpoint(self.run_dir) != self._checkpoint_path():
             self.save()
         return status
+
+    def _out_of_time(self, predicted_s: float, max_minutes: float) -> bool:
+        """True when the next step would end past the budget; over several processes, when it would on any rank
+        (every rank must stop at the same step)."""
+        over = predicted_s > 60.0 * max_minutes
+        return over if self.parallel is None else self.parallel.any_rank(over, self.device)
 
     def last_evaluation(self):
         """The eval record of the current step in metrics.jsonl, or None."""
         found = [r for r in self._read_metrics() if r.get("kind") == "eval" and r["step"] == self.step]
         return found[-1] if found else None
 
-    def finish(self, status: str) -> dict:
+    def finish(self, status: str, progress: bool = True):
         """Export (when done), evaluate (unless paused) and write ``summary.json``.
 
         The summary's ``eval`` holds the validation point of the final step (measured by the loop, or
-        here for a run stopped by its budget), the retrieval curve and passkey accuracy.
+        here for a run stopped by its budget), the retrieval curve and passkey accuracy. With
+        ``progress`` each phase says on stderr what it does and how long it took. Over several processes
+        every rank calls it; rank 0 does the work on the gathered model and the others return None.
         """
+        model = self._evaluation_model() if status != "paused" else self.model
+        if not self.is_main:
+            return None
         summary = {
             "name": self.cfg.name,
             "status": status,
@@ -440,19 +553,42 @@ class Trainer:
             "seq_len": self.model_config.max_seq_len,
             "device": str(self.device) if self.device.type != "cuda" else torch.cuda.get_device_name(self.device),
         }
+        if self.parallel is not None:
+            summary["parallel"] = self.parallel.describe()
         if status == "done":
-            export_hf(self.model, self.model_config, self.run_dir / "hf", self.cfg.export_dtype)
+            with phase(f"export: the dense model to {self.run_dir / 'hf'}", progress):
+                export_hf(model, self.model_config, self.run_dir / "hf", self.cfg.export_dtype)
             summary["hf_dir"] = "hf"
         if status != "paused":
-            point = self.last_evaluation() or self.evaluate()
+            point = self.last_evaluation()
+            if point is None:
+                with phase(f"final evaluation: validation loss at step {self.step}", progress):
+                    point = self._measure(model, time.perf_counter())
             start = time.perf_counter()
             summary["eval"] = {key: value for key, value in point.items() if key.startswith(("val_", "leak_"))}
-            summary["eval"]["retrieval"] = self.evaluator.retrieval(self.model)
-            summary["eval"]["passkey"] = self.evaluator.passkey(self.model)
+            with phase(f"final evaluation: retrieval at distances {self.cfg.retrieval.distances}", progress):
+                summary["eval"]["retrieval"] = self.evaluator.retrieval(model)
+            passkey = self.cfg.passkey
+            prompts = passkey.trials * len(passkey.lengths) * len(passkey.depths)
+            with phase(f"final evaluation: passkey, {prompts} prompts at lengths {passkey.lengths}", progress):
+                summary["eval"]["passkey"] = self.evaluator.passkey(model)
             summary["final_eval_s"] = time.perf_counter() - start
         summary["eval_s"] = self.eval_s
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+@contextlib.contextmanager
+def phase(text: str, enabled: bool = True):
+    """On stderr, ``text ...`` as a phase starts and its seconds on the same line when it ends."""
+    if enabled:
+        print(f"{text} ...", end="", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if enabled:
+            print(f" {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 
 
 def _eval_line(record: dict) -> str:

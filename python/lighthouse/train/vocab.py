@@ -30,3 +30,12 @@ def encode_text(text: str) -> list:
     """Tokens of a text fragment (no framing), as a list of ints."""
     return list(text.encode("utf-8"))
 
+
+def decode_bytes(tokens) -> str:
+    """Text of the byte tokens among ``tokens`` (specials left out); a broken UTF-8 sequence reads as U+FFFD."""
+    return bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace")
+
+
+def token_name(token: int) -> str:
+    """The string that stands for a token past the bytes in the exported tokenizer (hf_tokenizer.py)."""
+    return {BOS: "<|bos|>", EOS: "<|eos|>", PAD: "<|pad|>"}.get(token, f"<|reserved_{token}|>")
