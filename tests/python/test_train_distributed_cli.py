@@ -10,15 +10,18 @@ import sys
 
 import pytest
 
+import lighthouse
 from lighthouse.train import checkpoint as ckpt
 
-REPO_PYTHON = pathlib.Path(__file__).resolve().parents[2] / "python"
+# The folder holding the lighthouse package this process imported (the installed one, or the source tree with its
+# LIGHTHOUSE_OPS_LIBRARY), so the spawned processes import the same package.
+PACKAGE_PARENT = pathlib.Path(lighthouse.__file__).resolve().parents[1]
 TIMEOUT_S = 240
 
 
 def _run(args, tmp_path):
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_PYTHON), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
