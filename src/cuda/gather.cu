@@ -11,6 +11,7 @@
 // D/2 further; q and k means are rounded to T, rotated and stored.
 #include <string>
 
+#include "block_mean.cuh"
 #include "common.cuh"
 #include "heuristics.h"
 #include "lighthouse/checks.h"
@@ -56,27 +57,9 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
             detail::load_row<T, W>(pooled, lighthouse::detail::at(ps, b, local, head) + col + ch * layout.offset,
                                    x[ch]);
         } else {
-          const int64_t c = g.block(level), first = local * c;
-#pragma unroll
-          for (int ch = 0; ch < C; ++ch)
-#pragma unroll
-            for (int j = 0; j < W; ++j) x[ch][j] = 0.0f;
-          const T* row = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, first, head) + col;
-#pragma unroll 4
-          for (int64_t t = 0; t < c; ++t) {
-#pragma unroll
-            for (int ch = 0; ch < C; ++ch) {
-              float y[W];
-              detail::load_row<T, W>(row, t * ss.seq + ch * layout.offset, y);
-#pragma unroll
-              for (int j = 0; j < W; ++j) x[ch][j] = __fadd_rn(x[ch][j], y[j]);
-            }
-          }
-          const float inv = 1.0f / static_cast<float>(c);  // exact: c is a power of two
-#pragma unroll
-          for (int ch = 0; ch < C; ++ch)
-#pragma unroll
-            for (int j = 0; j < W; ++j) x[ch][j] = __fmul_rn(x[ch][j], inv);
+          const int64_t c = g.block(level);
+          const T* row = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, local * c, head) + col;
+          detail::block_mean<T, W, C>(row, ss.seq, c, layout.offset, x);
         }
         if constexpr (M != RopeMode::kNone) {
           if (r <= group) {  // q and k rows; v is never rotated

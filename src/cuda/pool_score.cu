@@ -10,6 +10,7 @@
 // is longer than a warp's 32 rows).
 #include <string>
 
+#include "block_mean.cuh"
 #include "common.cuh"
 #include "heuristics.h"
 #include "lighthouse/checks.h"
@@ -69,6 +70,8 @@ __device__ float warp_rows(const void* base, const Strides& st, int64_t b, int64
         }
       }
       if (pooled != nullptr) {
+        // block_mean's arithmetic (block_mean.cuh) over the staged rows, with
+        // 32-bit indices: this loop sits in the hot base pass.
         for (int q = lane; q < (pool_rows / block) * elems; q += 32) {
           const int blk = q / elems, e = q % elems;
           float sum = 0.0f;
@@ -208,20 +211,9 @@ __global__ void __launch_bounds__(hz::kStreamThreads) pool_coarse_kernel(PoolSco
       for (int64_t i = blockIdx.x * int64_t{blockDim.y} + threadIdx.y; i < g.coarsest();
            i += int64_t{gridDim.x} * blockDim.y) {
         const T* row = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, i * c, head) + col;
-        float acc[W];
-#pragma unroll
-        for (int j = 0; j < W; ++j) acc[j] = 0.0f;
-#pragma unroll 4
-        for (int64_t t = 0; t < c; ++t) {
-          float x[W];
-          detail::load_row<T, W>(row, t * ss.seq, x);
-#pragma unroll
-          for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], x[j]);
-        }
-        const float inv = 1.0f / static_cast<float>(c);  // exact: c is a power of two
-#pragma unroll
-        for (int j = 0; j < W; ++j) acc[j] = __fmul_rn(acc[j], inv);
-        detail::store_row<T, W>(dst, lighthouse::detail::at(ds, b, i, head) + col, acc);
+        float mean[1][W];
+        detail::block_mean<T, W, 1>(row, ss.seq, c, 0, mean);
+        detail::store_row<T, W>(dst, lighthouse::detail::at(ds, b, i, head) + col, mean[0]);
       }
     }
   }
