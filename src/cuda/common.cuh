@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "heuristics.h"
 #include "lighthouse/detail/access.h"
@@ -104,6 +105,15 @@ inline TiledShape tiled_shape(int64_t row_len, int64_t batch, int64_t seq_len, i
 template <typename T>
 constexpr int vec_width() {
   return 16 / static_cast<int>(sizeof(T));
+}
+
+// Calls f(std::integral_constant<int, W>{}) on the 16-byte path (vec), else
+// f(std::integral_constant<int, 1>{}): a launch instantiates its kernel for
+// both widths and picks one at run time.
+template <int W, typename F>
+void with_width(bool vec, F&& f) {
+  if (vec) f(std::integral_constant<int, W>{});
+  else f(std::integral_constant<int, 1>{});
 }
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }

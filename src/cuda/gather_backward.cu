@@ -12,6 +12,7 @@
 #include "heuristics.h"
 #include "lighthouse/checks.h"
 #include "lighthouse/cuda.h"
+#include "position_launch.cuh"
 #include "rope.cuh"
 
 namespace lighthouse::cuda {
@@ -195,21 +196,13 @@ void launch(const GatherBackwardParams& p, cudaStream_t stream) {
   const int64_t row_len = (d.heads + 2 * d.kv_heads) * plan.items;
   if (row_len > 0x7fffffff) fail("(heads + 2 * kv_heads) * head_dim", "below 2^31", row_len);
   const int items = static_cast<int>(plan.items);
-  const detail::TiledShape ts = detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels} * d.kv_heads);
-  if (ts.tile > 0) {
-    detail::with_plan<W>(plan, [&](auto width, auto mode) {
-      gather_backward_tiled_kernel<T, decltype(width)::value, decltype(mode)::value>
-          <<<ts.grid, ts.block, ts.shared_bytes, stream>>>(p, group, items, plan.layout, ts.tile);
-    });
-    detail::check_launch("gather_backward_tiled_kernel");
-    return;
-  }
-  const detail::StreamShape sh = detail::stream_shape(row_len, d.batch, d.seq_len, hz::kStreamThreads, hz::kStreamBlocksPerSm);
   detail::with_plan<W>(plan, [&](auto width, auto mode) {
-    gather_backward_kernel<T, decltype(width)::value, decltype(mode)::value>
-        <<<sh.grid, sh.block, 0, stream>>>(p, group, items, plan.layout);
+    constexpr int V = decltype(width)::value;
+    constexpr RopeMode M = decltype(mode)::value;
+    detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, stream,
+                               gather_backward_tiled_kernel<T, V, M>, gather_backward_kernel<T, V, M>, p, group,
+                               items, plan.layout);
   });
-  detail::check_launch("gather_backward_kernel");
 }
 
 }  // namespace

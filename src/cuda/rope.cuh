@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "common.cuh"
 #include "lighthouse/detail/rope.h"
 
 namespace lighthouse::cuda::detail {
@@ -153,23 +154,15 @@ inline RopePlan plan_rope(const RopeTables& rope, int64_t head_dim, int w, bool 
 // instantiates each kernel only for the combinations that exist.
 template <int W, typename F>
 void with_plan(const RopePlan& plan, F&& f) {
-  using Wide = std::integral_constant<int, W>;
-  using Scalar = std::integral_constant<int, 1>;
   switch (plan.mode) {
-    case RopeMode::kNone: {
-      using M = std::integral_constant<RopeMode, RopeMode::kNone>;
-      if (plan.vec) f(Wide{}, M{});
-      else f(Scalar{}, M{});
+    case RopeMode::kNone:
+      with_width<W>(plan.vec, [&](auto width) { f(width, std::integral_constant<RopeMode, RopeMode::kNone>{}); });
       return;
-    }
-    case RopeMode::kPair: {
-      using M = std::integral_constant<RopeMode, RopeMode::kPair>;
-      if (plan.vec) f(Wide{}, M{});
-      else f(Scalar{}, M{});
+    case RopeMode::kPair:
+      with_width<W>(plan.vec, [&](auto width) { f(width, std::integral_constant<RopeMode, RopeMode::kPair>{}); });
       return;
-    }
     case RopeMode::kInChunk:
-      f(Wide{}, std::integral_constant<RopeMode, RopeMode::kInChunk>{});
+      f(std::integral_constant<int, W>{}, std::integral_constant<RopeMode, RopeMode::kInChunk>{});
       return;
   }
 }

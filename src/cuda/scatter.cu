@@ -9,6 +9,7 @@
 #include "heuristics.h"
 #include "lighthouse/checks.h"
 #include "lighthouse/cuda.h"
+#include "position_launch.cuh"
 
 namespace lighthouse::cuda {
 namespace {
@@ -126,23 +127,11 @@ void launch(const ScatterParams& p, cudaStream_t stream) {
   const int64_t vecs = vec ? d.head_dim / W : d.head_dim;
   const int64_t row_len = d.heads * vecs;
   if (row_len > 0x7fffffff) fail("heads * head_dim", "below 2^31", row_len);
-  const detail::TiledShape ts = detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels} * d.kv_heads);
-  if (ts.tile > 0) {
-    if (vec) {
-      scatter_tiled_kernel<T, W><<<ts.grid, ts.block, ts.shared_bytes, stream>>>(p, group, static_cast<int>(vecs), ts.tile);
-    } else {
-      scatter_tiled_kernel<T, 1><<<ts.grid, ts.block, ts.shared_bytes, stream>>>(p, group, static_cast<int>(vecs), ts.tile);
-    }
-    detail::check_launch("scatter_tiled_kernel");
-    return;
-  }
-  const detail::StreamShape sh = detail::stream_shape(row_len, d.batch, d.seq_len, hz::kStreamThreads, hz::kStreamBlocksPerSm);
-  if (vec) {
-    scatter_kernel<T, W><<<sh.grid, sh.block, 0, stream>>>(p, group, static_cast<int>(vecs));
-  } else {
-    scatter_kernel<T, 1><<<sh.grid, sh.block, 0, stream>>>(p, group, static_cast<int>(vecs));
-  }
-  detail::check_launch("scatter_kernel");
+  detail::with_width<W>(vec, [&](auto width) {
+    constexpr int V = decltype(width)::value;
+    detail::launch_by_position("scatter", row_len, d, p.geo.levels, stream, scatter_tiled_kernel<T, V>,
+                               scatter_kernel<T, V>, p, group, static_cast<int>(vecs));
+  });
 }
 
 }  // namespace
