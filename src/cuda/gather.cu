@@ -70,7 +70,8 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
               for (int j = 0; j < W; ++j) x[ch][j] = lighthouse::detail::round_to<T>(x[ch][j]);
             const int64_t tr = lighthouse::detail::rope_row(
                 p.rope, b, lighthouse::detail::rope_position(g, level, local), p.dims.head_dim);
-            detail::rotate_chunks<W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col, layout.offset);
+            detail::rotate_chunks<detail::RopeTurn::kForward, W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col,
+                                                                    layout.offset);
           }
         }
 #pragma unroll

@@ -34,7 +34,7 @@ __device__ __forceinline__ void rotate_back_entry(const GatherBackwardParams& p,
       const int64_t local = t >> ((level - 1) * g.log2_pooling);
       const int64_t tr = lighthouse::detail::rope_row(p.rope, b, lighthouse::detail::rope_position(g, level, local),
                                                       p.dims.head_dim);
-      detail::rotate_back_chunks<W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col, offset);
+      detail::rotate_chunks<detail::RopeTurn::kBack, W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col, offset);
     }
   }
 }

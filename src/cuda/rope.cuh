@@ -50,44 +50,30 @@ __device__ __forceinline__ void load_table(const float* p, float (&x)[W]) {
   }
 }
 
-// gather: rotates the item's chunks x in place with table rows cos / sin
-// (`col` is the item's first column; chunk 1 of kPair at col + offset).
-template <int W, RopeMode M>
-__device__ __forceinline__ void rotate_chunks(float (&x)[rope_chunks<M>()][W], const float* cos, const float* sin,
-                                              int64_t col, int64_t offset) {
+// Which way rotate_chunks turns: gather rotates, gather_backward rotates the
+// gradient back (the transpose: each element takes sin at its partner's index).
+enum class RopeTurn { kForward, kBack };
+
+// Rotates one pair in place: x0 is the pair's first element, x1 its second;
+// c0, s0 and c1, s1 are the tables' values at their indices.
+template <RopeTurn Turn>
+__device__ __forceinline__ void rotate_pair(float& x0, float& x1, float c0, float s0, float c1, float s1) {
   namespace ld = lighthouse::detail;
-  if constexpr (M == RopeMode::kPair) {
-    float c0[W], s0[W], c1[W], s1[W];
-    load_table<W>(cos + col, c0);
-    load_table<W>(sin + col, s0);
-    load_table<W>(cos + col + offset, c1);
-    load_table<W>(sin + col + offset, s1);
-#pragma unroll
-    for (int j = 0; j < W; ++j) {
-      const float a0 = x[0][j], a1 = x[1][j];
-      x[0][j] = ld::rope_rotate(a0, a1, c0[j], s0[j], true);
-      x[1][j] = ld::rope_rotate(a1, a0, c1[j], s1[j], false);
-    }
-  } else if constexpr (M == RopeMode::kInChunk) {
-    static_assert(W % 2 == 0, "interleaved pairs inside one chunk");
-    float c[W], s[W];
-    load_table<W>(cos + col, c);
-    load_table<W>(sin + col, s);
-#pragma unroll
-    for (int j = 0; j < W; j += 2) {
-      const float a0 = x[0][j], a1 = x[0][j + 1];
-      x[0][j] = ld::rope_rotate(a0, a1, c[j], s[j], true);
-      x[0][j + 1] = ld::rope_rotate(a1, a0, c[j + 1], s[j + 1], false);
-    }
+  const float a0 = x0, a1 = x1;
+  if constexpr (Turn == RopeTurn::kForward) {
+    x0 = ld::rope_rotate(a0, a1, c0, s0, true);
+    x1 = ld::rope_rotate(a1, a0, c1, s1, false);
+  } else {
+    x0 = ld::rope_rotate_back(a0, a1, c0, s1, true);
+    x1 = ld::rope_rotate_back(a1, a0, c1, s0, false);
   }
 }
 
-// gather_backward: rotates the item's gradient chunks back in place (the
-// transpose of rotate_chunks: each element takes sin at its partner's index).
-template <int W, RopeMode M>
-__device__ __forceinline__ void rotate_back_chunks(float (&x)[rope_chunks<M>()][W], const float* cos,
-                                                   const float* sin, int64_t col, int64_t offset) {
-  namespace ld = lighthouse::detail;
+// Turns the item's chunks x in place with table rows cos / sin (`col` is the
+// item's first column; chunk 1 of kPair at col + offset).
+template <RopeTurn Turn, int W, RopeMode M>
+__device__ __forceinline__ void rotate_chunks(float (&x)[rope_chunks<M>()][W], const float* cos, const float* sin,
+                                              int64_t col, int64_t offset) {
   if constexpr (M == RopeMode::kPair) {
     float c0[W], s0[W], c1[W], s1[W];
     load_table<W>(cos + col, c0);
@@ -95,22 +81,14 @@ __device__ __forceinline__ void rotate_back_chunks(float (&x)[rope_chunks<M>()][
     load_table<W>(cos + col + offset, c1);
     load_table<W>(sin + col + offset, s1);
 #pragma unroll
-    for (int j = 0; j < W; ++j) {
-      const float g0 = x[0][j], g1 = x[1][j];
-      x[0][j] = ld::rope_rotate_back(g0, g1, c0[j], s1[j], true);
-      x[1][j] = ld::rope_rotate_back(g1, g0, c1[j], s0[j], false);
-    }
+    for (int j = 0; j < W; ++j) rotate_pair<Turn>(x[0][j], x[1][j], c0[j], s0[j], c1[j], s1[j]);
   } else if constexpr (M == RopeMode::kInChunk) {
     static_assert(W % 2 == 0, "interleaved pairs inside one chunk");
     float c[W], s[W];
     load_table<W>(cos + col, c);
     load_table<W>(sin + col, s);
 #pragma unroll
-    for (int j = 0; j < W; j += 2) {
-      const float g0 = x[0][j], g1 = x[0][j + 1];
-      x[0][j] = ld::rope_rotate_back(g0, g1, c[j], s[j + 1], true);
-      x[0][j + 1] = ld::rope_rotate_back(g1, g0, c[j + 1], s[j], false);
-    }
+    for (int j = 0; j < W; j += 2) rotate_pair<Turn>(x[0][j], x[0][j + 1], c[j], s[j], c[j + 1], s[j + 1]);
   }
 }
 
