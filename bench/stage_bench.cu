@@ -5,7 +5,8 @@
 // the achieved GB/s and its share of the copy bandwidth, plus the forward
 // (pool_score + select + gather + scatter, with pool_score making the pooled
 // level-L q, k, v that gather copies) and backward sums; the unfused
-// pool_score and gather are timed too, outside the sums.
+// pool_score and gather, and gather (from pooled) and gather_backward with
+// RoPE fused (rotate-half fp32 tables [N, D]), are timed too, outside the sums.
 //
 //   lighthouse_stage_bench [--sizes 32768,131072,524288,1048576] [--reps 30]
 //       [--warmup 5] [--heads 8] [--kv-heads 8] [--head-dim 128]
@@ -26,6 +27,7 @@
 
 #include "lighthouse/config.h"
 #include "lighthouse/cuda.h"
+#include "lighthouse/detail/rope.h"
 #include "lighthouse/dtype.h"
 #include "lighthouse/geometry.h"
 #include "lighthouse/params.h"
@@ -56,22 +58,24 @@ class DeviceBuffer {
   size_t bytes_;
 };
 
-// Uniform values in [-2, 2) from a hash of (seed, index), stored as bf16:
+// Uniform values in [-2, 2) from a hash of (seed, index), stored as T:
 // random, never all zeros, and cheap to make at 2 GiB per tensor.
-__global__ void fill_random(lighthouse::bf16_t* out, int64_t n, uint64_t seed) {
+template <typename T>
+__global__ void fill_random(T* out, int64_t n, uint64_t seed) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     uint64_t z = seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(i + 1);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
     const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
-    out[i] = lighthouse::from_float<lighthouse::bf16_t>(4.0f * u - 2.0f);
+    out[i] = lighthouse::from_float<T>(4.0f * u - 2.0f);
   }
 }
 
+template <typename T = lighthouse::bf16_t>
 void randomize(const DeviceBuffer& b, uint64_t seed) {
-  const int64_t n = static_cast<int64_t>(b.bytes() / 2);
-  fill_random<<<2048, 256>>>(b.as<lighthouse::bf16_t>(), n, seed);
+  const int64_t n = static_cast<int64_t>(b.bytes() / sizeof(T));
+  fill_random<<<2048, 256>>>(b.as<T>(), n, seed);
   cuda_ok(cudaGetLastError(), "fill_random");
 }
 
@@ -187,8 +191,14 @@ bench::SizeResult run_size(long long n, const Options& o) {
   const size_t pq_bytes = size_t(B * nL * H * D * es), pkv_bytes = size_t(B * nL * Hkv * D * es);
   DeviceBuffer pooled_q(pq_bytes), pooled_k(pkv_bytes), pooled_v(pkv_bytes);
   const lighthouse::Strides pq_st = lighthouse::contiguous_bnhd(nL, H, D), pkv_st = lighthouse::contiguous_bnhd(nL, Hkv, D);
+  // RoPE tables: one fp32 [N, D] cos and sin for every batch row (batch_stride 0), rotate-half pairs.
+  const size_t table_bytes = size_t(n * D * 4);
+  DeviceBuffer rope_cos(table_bytes), rope_sin(table_bytes);
   uint64_t seed = 100;
   for (const DeviceBuffer* b : {&q, &k, &v, &o_sel, &grad_out, &gq_sel, &gk_sel, &gv_sel}) randomize(*b, seed++);
+  for (const DeviceBuffer* b : {&rope_cos, &rope_sin}) randomize<float>(*b, seed++);
+  lighthouse::RopeTables rope;
+  rope.cos = rope_cos.as<float>(), rope.sin = rope_sin.as<float>();
 
   lighthouse::PoolScoreParams ps;
   ps.dims = d, ps.geo = g, ps.dtype = t;
@@ -229,6 +239,10 @@ bench::SizeResult run_size(long long n, const Options& o) {
   gb.slots = slots.as<int32_t>();
   gb.grad_q = gq.get(), gb.grad_q_strides = q_st, gb.grad_k = gk.get(), gb.grad_k_strides = kv_st;
   gb.grad_v = gv.get(), gb.grad_v_strides = kv_st;
+  lighthouse::GatherParams gpf_rope = gpf;
+  gpf_rope.rope = rope;
+  lighthouse::GatherBackwardParams gb_rope = gb;
+  gb_rope.rope = rope;
 
   // A real selection for the later stages, and the rows they touch.
   lighthouse::cuda::pool_score(psf, nullptr);
@@ -238,10 +252,13 @@ bench::SizeResult run_size(long long n, const Options& o) {
   cuda_ok(cudaMemcpy(idx.data(), indices.get(), idx.size() * 4, cudaMemcpyDeviceToHost), "indices");
   // Base rows the kept entries pool (all levels, or only the finer ones when
   // level L comes pooled), and rows of the scatter windows; per (batch, KV head).
+  // Also the table rows RoPE reads: those of the positions kept entries rotate at.
   double block_rows = 0.0, fine_rows = 0.0, coarse_entries = 0.0, window_rows = 0.0;
+  std::vector<bool> rotated_at(size_t(n), false);
   for (size_t i = 0; i < idx.size(); ++i) {
     const int level = g.level_of(idx[i]);
     const int64_t local = idx[i] - g.offset(level);
+    rotated_at[size_t(lighthouse::detail::rope_position(g, level, local))] = true;
     block_rows += double(g.block(level));
     if (level < g.levels) fine_rows += double(g.block(level));
     else coarse_entries += 1.0;
@@ -249,6 +266,12 @@ bench::SizeResult run_size(long long n, const Options& o) {
     window_rows += last >= first ? double(last - first + 1) : 0.0;
   }
   const double row = double(D * es), group = double(H / Hkv);
+  // RoPE: the cos and sin rows (D fp32 each) at each distinct position a kept
+  // entry rotates at, read once: every head and KV head shares the tables
+  // (batch_stride 0, B = 1), and gather_backward's repeats of an entry's row
+  // over the positions it covers are cache hits, as the per-head data reads are.
+  const double rope_bytes =
+      double(std::count(rotated_at.begin(), rotated_at.end(), true)) * 2.0 * double(D) * 4.0;
   const double pyr_ints = double(B * Hkv * g.pyramid_len) * 4;
 
   bench::SizeResult r;
@@ -270,16 +293,20 @@ bench::SizeResult run_size(long long n, const Options& o) {
   r.forward_ms += stage("pool_score+pooled", double(q_bytes + 2 * kv_bytes) + 2.0 * double(score_bytes) + pooled_bytes,
                         [&] { lighthouse::cuda::pool_score(psf, nullptr); });
   r.forward_ms += stage("select", select_bytes, [&] { lighthouse::cuda::select(sp, nullptr); });
-  r.forward_ms += stage("gather<-pooled", (fine_rows + coarse_entries) * row * (group + 2) + sel_out,
-                        [&] { lighthouse::cuda::gather(gpf, nullptr); });
+  const double gather_pooled_bytes = (fine_rows + coarse_entries) * row * (group + 2) + sel_out;
+  r.forward_ms += stage("gather<-pooled", gather_pooled_bytes, [&] { lighthouse::cuda::gather(gpf, nullptr); });
   r.forward_ms += stage("scatter", double(qs_bytes + q_bytes) + pyr_ints, [&] { lighthouse::cuda::scatter(cp, nullptr); });
   r.backward_ms += stage("scatter_backward", window_rows * row * group + double(qs_bytes),
                          [&] { lighthouse::cuda::scatter_backward(bp, nullptr); });
-  r.backward_ms += stage("gather_backward", double(qs_bytes + 2 * kvs_bytes + q_bytes + 2 * kv_bytes) + pyr_ints,
-                         [&] { lighthouse::cuda::gather_backward(gb, nullptr); });
+  const double gather_backward_bytes = double(qs_bytes + 2 * kvs_bytes + q_bytes + 2 * kv_bytes) + pyr_ints;
+  r.backward_ms += stage("gather_backward", gather_backward_bytes, [&] { lighthouse::cuda::gather_backward(gb, nullptr); });
   // The unfused variants, for comparison (not in the sums).
   stage("pool_score", double(q_bytes + kv_bytes) + 2.0 * double(score_bytes), [&] { lighthouse::cuda::pool_score(ps, nullptr); });
   stage("gather", block_rows * row * (group + 2) + sel_out, [&] { lighthouse::cuda::gather(gp, nullptr); });
+  // With RoPE fused (not in the sums): the rows above plus the table rows read.
+  stage("gather<-pooled (rope)", gather_pooled_bytes + rope_bytes, [&] { lighthouse::cuda::gather(gpf_rope, nullptr); });
+  stage("gather_backward (rope)", gather_backward_bytes + rope_bytes,
+        [&] { lighthouse::cuda::gather_backward(gb_rope, nullptr); });
   cuda_ok(cudaDeviceSynchronize(), "stages");
   return r;
 }
@@ -314,7 +341,7 @@ int main(int argc, char** argv) {
       report.sizes.push_back(run_size(n, o));
       const bench::SizeResult& z = report.sizes.back();
       for (const auto& s : z.stages)
-        std::printf("N=%-8lld %-17s %8.3f ms %9.1f MB %7.1f GB/s %5.1f%%\n", n, s.stage.c_str(), s.median_ms, s.bytes / 1e6,
+        std::printf("N=%-8lld %-22s %8.3f ms %9.1f MB %7.1f GB/s %5.1f%%\n", n, s.stage.c_str(), s.median_ms, s.bytes / 1e6,
                     s.bytes / (s.median_ms * 1e-3) / 1e9, 100.0 * s.bytes / (s.median_ms * 1e-3) / 1e9 / report.copy_gbps);
       std::printf("N=%-8lld forward %.3f ms, backward %.3f ms\n", n, z.forward_ms, z.backward_ms);
     }
