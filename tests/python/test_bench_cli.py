@@ -36,10 +36,20 @@ def test_no_overrides_keep_the_preset():
     assert chosen == preset("paper")
 
 
+def test_rope_option_turns_rope_on_for_every_point():
+    chosen = customised(preset("quick"), parser().parse_args(["--preset", "quick", "--rope", "--seq-lens", "2K,4K"]))
+    assert [p.seq_len for p in chosen.points] == [2 * K, 4 * K]
+    assert all(p.config.rope and "rope" in p.series() for p in chosen.points)
+    assert not any(p.config.rope for p in preset("quick").points)
+    assert "rope" not in chosen.points[0].config.kwargs()
+
+
 def test_bad_usage_exits_2(tmp_path, capsys):
     assert main(["--preset", "quick", "--heads", "3", "--kv-heads", "2", "--out", str(tmp_path)]) == 2
     assert "multiple of kv_heads" in capsys.readouterr().err
     assert main(["--preset", "quick", "--dense", "bogus", "--out", str(tmp_path)]) == 2
+    assert main(["--preset", "quick", "--rope", "--head-dim", "31", "--out", str(tmp_path)]) == 2
+    assert "head_dim must be even" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal of a CUDA preset without CUDA")

@@ -30,6 +30,7 @@ def test_relative_error_never_passes_nan_or_inf():
 
 
 POINT = Point(2048, 1, 2, 1, 32, "float32", LayerConfig(levels=3, pooling=4, topk=128, tile_budget=32))
+ROPE_POINT = Point(2048, 1, 2, 1, 32, "float32", LayerConfig(levels=3, pooling=4, topk=128, tile_budget=32, rope=True))
 
 
 def test_check_passes_on_the_cpu_layer():
@@ -46,3 +47,13 @@ def test_check_fails_when_the_layer_is_wrong(monkeypatch, damage):
     result = check.check_point(POINT, torch.device("cpu"), seed=3)
     assert result["status"] == "failed"
     assert "out relative error" in result["reason"]
+
+
+def test_check_passes_with_rope_and_fails_when_the_layer_ignores_the_tables(monkeypatch):
+    result = check.check_point(ROPE_POINT, torch.device("cpu"), seed=3)
+    assert result["status"] == "passed", result["reason"]
+    layer = lighthouse.lighthouse_attention
+    monkeypatch.setattr(lighthouse, "lighthouse_attention",
+                        lambda *args, **kwargs: layer(*args, **{**kwargs, "rope": None}))
+    result = check.check_point(ROPE_POINT, torch.device("cpu"), seed=3)
+    assert result["status"] == "failed" and "out relative error" in result["reason"]

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from bench_outputs import check_outputs
-from lighthouse.bench import anchors, report
+from lighthouse.bench import anchors, markdown, report
 from lighthouse.bench.cli import main
 from lighthouse.bench.points import LayerConfig, Point
 from lighthouse.bench.timing import summarize
@@ -137,3 +137,13 @@ def test_stage_breakdown_says_what_the_stages_leave_out(tmp_path):
     # Point 2: forward stages 4 x 3.5/8 + 3.5/4 = 2.625 ms against a 2.0 ms layer.
     assert (second["other fwd"], second["other fwd+bwd"]) == ("-0.625 (-31%)", "—")
     assert second["gather_backward"] == "failed"
+
+
+def test_point_label_names_rope_and_reads_results_without_it():
+    plain = record(32 * K, 18432, 10.0, 20.0)
+    rotated = {**plain, "point": Point(32 * K, 1, 8, 8, 128, "bfloat16", LayerConfig(rope=True)).to_json()}
+    legacy = json.loads(json.dumps(plain))
+    del legacy["point"]["config"]["rope"]
+    assert markdown.point_label(rotated)[2].endswith(" rope")
+    assert markdown.point_label(plain) == markdown.point_label(legacy)
+    assert "rope" not in markdown.point_label(plain)[2]

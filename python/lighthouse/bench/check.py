@@ -19,7 +19,7 @@ import torch
 
 import lighthouse
 from lighthouse import ops
-from lighthouse.bench.methods import TORCH_DTYPES, Inputs
+from lighthouse.bench.methods import TORCH_DTYPES, Inputs, layer_kwargs
 from lighthouse.bench.points import Point
 from lighthouse.bench.reference import reference_layer
 from lighthouse.bench.stages import pool_score_call
@@ -39,8 +39,8 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (actual - expected).norm().item() / (scale if scale > 0 else 1.0)
 
 
-def _select(point: Point, x: Inputs) -> torch.Tensor:
-    scores_qk, scores_kq, *_ = pool_score_call(point)(x)
+def _select(point: Point, x: Inputs, rope: tuple | None) -> torch.Tensor:
+    scores_qk, scores_kq, *_ = pool_score_call(point, rope)(x)
     indices, _ = ops.select(scores_qk, scores_kq, point.seq_len, **point.config.stage_kwargs())
     return indices
 
@@ -54,21 +54,21 @@ def check_point(point: Point, device: torch.device, seed: int) -> dict:
     k, v = (torch.randn(shape[:2] + (1, shape[3]), generator=generator, device=device, dtype=dtype) for _ in range(2))
     sliced = Inputs(q, k, v, grad_out)
 
-    selection_required = point.config.scorer == "norm"
+    kwargs = layer_kwargs(point, device)
+    selection_required = point.config.scorer == "norm"  # which ignores the rotary tables
     selection_match = None
     with torch.no_grad():
-        indices = _select(point, sliced)
+        indices = _select(point, sliced, kwargs["rope"])
         if selection_required:
-            cpu_indices = _select(point, Inputs(*(t.detach().float().cpu() for t in (q, k, v, grad_out))))
+            cpu_indices = _select(point, Inputs(*(t.detach().float().cpu() for t in (q, k, v, grad_out))), None)
             selection_match = (indices.cpu() == cpu_indices).double().mean().item()
 
     leaves = [t.detach().requires_grad_() for t in (q, k, v)]
-    kwargs = {**point.config.kwargs(), "fallback": "error"}
     out = lighthouse.lighthouse_attention(*leaves, **kwargs)
     grads = torch.autograd.grad(out, leaves, grad_out)
 
     ref_leaves = [t.detach().float().requires_grad_() for t in (q, k, v)]
-    ref_out = reference_layer(*ref_leaves, indices, point.config)
+    ref_out = reference_layer(*ref_leaves, indices, point.config, rope=kwargs["rope"])
     ref_grads = torch.autograd.grad(ref_out, ref_leaves, grad_out.float())
 
     errors = {"out": relative_error(out, ref_out)}

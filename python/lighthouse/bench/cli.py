@@ -5,7 +5,8 @@ A run starts from a named preset (presets.py). Any of the grid options
 (--seq-lens, --topk, --pooling, --levels, --tile-budget, --scorer,
 --dilation, --dtype, --batch, --heads, --kv-heads, --head-dim) replaces the
 preset's points by the full product of the given values, each axis not given
-keeping the values the preset uses. Exit status: 0 when every check passed and
+keeping the values the preset uses. --rope gives every point's layer rotary
+tables (recorded in each point's config and series). Exit status: 0 when every check passed and
 every Lighthouse measurement that ran succeeded, 1 otherwise, 2 on bad usage.
 """
 
@@ -66,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     axes.add_argument("--heads", type=listed(int))
     axes.add_argument("--kv-heads", type=listed(int))
     axes.add_argument("--head-dim", type=listed(int))
+    ap.add_argument("--rope", action="store_true",
+                    help="give the layer rotary tables (float32 [N, D], rotate-half): gather rotates the kept q and k, "
+                    "gather_backward rotates their gradients back; dense SDPA is timed without")
     timing = ap.add_argument_group("timing and budgets")
     timing.add_argument("--dense", type=listed(str), help="dense SDPA backends: cudnn, flash, math, or none "
                         "(default: cudnn,flash on CUDA, math on CPU)")
@@ -108,6 +112,8 @@ def customised(base: Preset, args: argparse.Namespace) -> Preset:
             _values(args.heads, [p.heads for p in points]), _values(args.kv_heads, [p.kv_heads for p in points]),
             _values(args.head_dim, [p.head_dim for p in points]),
         )
+    if args.rope:
+        points = tuple(replace(p, config=replace(p.config, rope=True)) for p in points)
     changes = {"points": points}
     if args.warmup is not None:
         changes.update(warmup=args.warmup, large_warmup=args.warmup)
@@ -127,6 +133,8 @@ def validate(chosen: Preset, dense: tuple[str, ...]) -> str | None:
             return f"--heads/--kv-heads: heads ({point.heads}) must be a multiple of kv_heads ({point.kv_heads})"
         if min(point.batch, point.heads, point.kv_heads, point.head_dim) < 1:
             return "--batch, --heads, --kv-heads and --head-dim must be positive"
+        if point.config.rope and point.head_dim % 2:
+            return f"--rope: head_dim must be even, got {point.head_dim}"
     if chosen.warmup < 1 or chosen.large_warmup < 1:
         return "--warmup must be at least 1 (the first warm-up call sizes the repeats)"
     if min(chosen.repeats, chosen.large_repeats, chosen.min_repeats) < 1:

@@ -16,13 +16,13 @@ import torch
 import lighthouse
 from lighthouse import ops
 from lighthouse.bench.check import relative_error
-from lighthouse.bench.methods import TORCH_DTYPES, Inputs
+from lighthouse.bench.methods import TORCH_DTYPES, Inputs, layer_kwargs
 from lighthouse.bench.points import Point
 from lighthouse.bench.stages import pool_score_call
 
 
-def _selection(point: Point, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    scores_qk, scores_kq, *_ = pool_score_call(point)(Inputs(q, k, v, q))
+def _selection(point: Point, rope: tuple | None, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    scores_qk, scores_kq, *_ = pool_score_call(point, rope)(Inputs(q, k, v, q))
     return ops.select(scores_qk, scores_kq, point.seq_len, **point.config.stage_kwargs())[0]
 
 
@@ -38,11 +38,12 @@ def measure_fidelity(point: Point, device: torch.device, seed: int) -> dict:
     k, v = (torch.randn(1, point.seq_len, 1, point.head_dim, generator=generator, device=device, dtype=dtype)
             for _ in range(2))
     wide = [t.float() for t in (q, k, v)]
-    kwargs = {**point.config.kwargs(), "fallback": "error"}
+    kwargs = layer_kwargs(point, device)
     with torch.no_grad():
         out = lighthouse.lighthouse_attention(q, k, v, **kwargs)
         reference = lighthouse.lighthouse_attention(*wide, **kwargs)
-        selection_match = (_selection(point, q, k, v) == _selection(point, *wide)).double().mean().item()
+        rope = kwargs["rope"]
+        selection_match = (_selection(point, rope, q, k, v) == _selection(point, rope, *wide)).double().mean().item()
     distance = relative_error(out, reference)
     if distance == float("inf"):
         return {"status": "failed", "reason": f"failed: a non-finite output in {point.dtype} or float32"}

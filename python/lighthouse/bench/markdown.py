@@ -74,6 +74,7 @@ def point_label(record: dict) -> tuple[str, str, str]:
     c = p["config"]
     shape = f"{p['batch']}×{p['heads']}/{p['kv_heads']}×{p['head_dim']}"
     config = f"k={c['topk']} p={c['pooling']} L={c['levels']} m={c['tile_budget']} {c['scorer']}"
+    config += " rope" if c.get("rope") else ""  # results written before --rope existed have no such key
     return kilo(p["seq_len"]), shape, config
 
 

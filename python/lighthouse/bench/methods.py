@@ -68,6 +68,25 @@ def make_inputs(point: Point, device: torch.device, seed: int, *, heads_first: b
     return Inputs(q, k, v, tensor(point.heads))
 
 
+def rope_tables(point: Point, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The rotary tables of a point with rope on, else None: float32 cos and sin [N, D] of the rotate-half
+    pairs (j, j + D/2), base 10000, one table for every batch row, as a model computes them once per step."""
+    if not point.config.rope:
+        return None
+    dim = point.head_dim
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+    angles = torch.outer(torch.arange(point.seq_len, device=device, dtype=torch.float32), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def layer_kwargs(point: Point, device: torch.device) -> dict:
+    """Keyword arguments of the timed and checked layer: the point's configuration and rotary tables, and
+    fallback="error" so that the dense fallback is never measured by accident (the sweep only measures
+    configurations that shrink)."""
+    return {**point.config.kwargs(), "fallback": "error", "rope": rope_tables(point, device)}
+
+
 def tensor_bytes(*tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
@@ -79,8 +98,7 @@ def _rotation(sets: list[Inputs]) -> Callable[[int], Inputs]:
 def lighthouse_measurable(point: Point, sets: list[Inputs], backward: bool) -> Measurable:
     """The whole layer; the forward is timed with inputs that require grad, as in training."""
     attention = lighthouse.lighthouse_attention
-    # Never time the dense fallback by accident: the sweep only measures configurations that shrink.
-    kwargs = {**point.config.kwargs(), "fallback": "error"}
+    kwargs = layer_kwargs(point, sets[0].q.device)
     if backward:
         def run(x: Inputs):
             out = attention(x.q, x.k, x.v, **kwargs)

@@ -22,10 +22,11 @@ class LayerConfig:
     tile_budget: int = 128
     scorer: str = "norm"
     dilation: int = 4
+    rope: bool = False  # the layer gets rotary tables (methods.rope_tables) and rotates the kept q and k
 
     def kwargs(self) -> dict:
-        """Keyword arguments of ``lighthouse.lighthouse_attention``."""
-        return asdict(self)
+        """Keyword arguments of ``lighthouse.lighthouse_attention`` but the rotary tables (methods.layer_kwargs)."""
+        return {name: value for name, value in asdict(self).items() if name != "rope"}
 
     def stage_kwargs(self) -> dict:
         """Keyword arguments shared by the ``lighthouse.ops`` stage functions."""
@@ -33,7 +34,7 @@ class LayerConfig:
 
     def label(self) -> str:
         text = f"k={self.topk} p={self.pooling} L={self.levels} m={self.tile_budget} {self.scorer}"
-        return text + (f"/{self.dilation}" if self.scorer == "dilated" else "")
+        return text + (f"/{self.dilation}" if self.scorer == "dilated" else "") + (" rope" if self.rope else "")
 
 
 @dataclass(frozen=True)
