@@ -31,6 +31,16 @@ are exactly the decay and the learning rate no longer falls through the switch. 
 * ``study-paper``, ``study-lagged``, ``study-causal``: Lighthouse with that selection rule, RoPE on
   the pooled entries at their own positions (``rope="pooled"``), then dense resumption;
 * ``study-paper-before``: the paper's selection with q/k rotated before pooling (the original model).
+
+The ``long-*`` presets are the same model at 128K context (one 131,072-token sequence a step), where the
+attention is most of a dense step: there S = 131,072/16 + 2·4·1024 = 16,384 of 131,072 tokens (12.5%).
+Their step counts are placeholders: the study sets ``--steps`` from a timing of both modes so that arms
+get equal GPU time or equal tokens (see lighthouse.train.study). Evaluations are kept small at this
+length (16 validation windows, leak probe on 2 windows, 2 retrieval windows, 2 passkey trials).
+
+* ``long-dense``: dense attention in every step;
+* ``long-paper``, ``long-lagged``, ``long-causal``: Lighthouse with that selection rule, then dense
+  resumption over the wsd decay.
 """
 
 import copy
@@ -102,6 +112,24 @@ def _study(name: str, lighthouse: bool, selection: str = "paper", rope: str = "p
     return Preset(model, train, f"H200 study at 32K context: {arm}", switch_at_decay=lighthouse)
 
 
+def _long(name: str, lighthouse: bool, selection: str = "paper") -> Preset:
+    preset = _study(name, lighthouse, selection)
+    model, train = preset.model, preset.train
+    model.max_seq_len = 131072
+    steps = 200
+    train.dense_steps = round(train.decay_fraction * steps) if lighthouse else steps
+    train.lighthouse_steps = steps - train.dense_steps
+    train.batch_size, train.warmup_steps, train.eval_every = 1, 20, 50
+    # 0.04 of the prose corpus holds out ~4.1M tokens: 16 disjoint validation windows of 128K.
+    train.val_windows, train.eval_batch_size = 16, 1
+    train.leak = LeakSettings(windows=2, positions=8)
+    train.retrieval = RetrievalSettings(windows=2)
+    train.passkey = PasskeySettings(lengths=[16384, 131072], trials=2, batch_size=1)
+    arm = f"{selection} selection, rope pooled, Lighthouse then dense over the wsd decay" if lighthouse \
+        else "dense baseline"
+    return Preset(model, train, f"H200 study at 128K context: {arm}", switch_at_decay=lighthouse)
+
+
 _BUILDERS = {
     "tiny": _tiny,
     "h200-dense": lambda: _h200(0, 160, "h200-dense"),
@@ -111,6 +139,10 @@ _BUILDERS = {
     "study-lagged": lambda: _study("study-lagged", lighthouse=True, selection="lagged"),
     "study-causal": lambda: _study("study-causal", lighthouse=True, selection="causal"),
     "study-paper-before": lambda: _study("study-paper-before", lighthouse=True, selection="paper", rope="before"),
+    "long-dense": lambda: _long("long-dense", lighthouse=False),
+    "long-paper": lambda: _long("long-paper", lighthouse=True, selection="paper"),
+    "long-lagged": lambda: _long("long-lagged", lighthouse=True, selection="lagged"),
+    "long-causal": lambda: _long("long-causal", lighthouse=True, selection="causal"),
 }
 
 

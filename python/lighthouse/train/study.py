@@ -1,0 +1,315 @@
+"""Paired study of Lighthouse + dense resumption against dense: step budgets, runs, intervals.
+
+Every arm of a seed starts from the same weights and reads the same batches (the seed fixes both), so
+the difference of two arms' final validation losses is a paired measurement; over seeds it gets a
+Student-t interval. Two budgets are compared:
+
+* **equal tokens**: the Lighthouse arm takes the dense arm's step count;
+* **equal GPU time**: the Lighthouse arm takes as many steps as fit into the dense arm's training time,
+  with the same wsd split (the last ``decay_fraction`` of its steps, dense). The time of a step in each
+  mode is measured once, in isolation, by a calibration (two short runs, one per mode, before any arm),
+  and every seed uses the resulting step counts. The budget therefore holds whether or not the arms run
+  one at a time, and the seeds' arms are paired step for step. Evaluation time is no part of it.
+
+``python -m lighthouse.train.study run`` calibrates (once; ``plan.json``), then trains every seed's arms
+(dense, Lighthouse at equal time, Lighthouse at equal tokens), several seeds at once if asked, until a
+deadline; called again it resumes where it stopped (each arm resumes from its checkpoint, finished arms
+are skipped). ``... study summarize`` writes ``summary.json`` with the paired comparisons.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import math
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+LN2 = math.log(2)
+CALIBRATION_STEPS = 12  # steps timed per mode by default; the first CALIBRATION_WARMUP are left out
+CALIBRATION_WARMUP = 3
+# Seconds kept back from a deadline for what follows an arm's last step: export, retrieval, passkey.
+FINISH_RESERVE_S = 60.0
+# An arm starts only when the time left covers this multiple of its planned training time (its
+# evaluations and start-up come on top), so a call that may be its machine's last leaves no half arm.
+START_MARGIN = 1.5
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042]
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with df degrees of freedom (beyond 30: the Cornish-Fisher
+    expansion to first order, within 0.003 of the exact value)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom: expected at least 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df)
+
+
+def paired_interval(deltas: list) -> dict:
+    """Mean of the per-seed differences and its 95% t-interval (None for fewer than two seeds)."""
+    if not deltas:
+        raise ValueError("paired_interval: no differences given")
+    mean = statistics.fmean(deltas)
+    if len(deltas) < 2:
+        return {"delta_mean": mean, "ci95_low": None, "ci95_high": None}
+    half = t975(len(deltas) - 1) * statistics.stdev(deltas) / math.sqrt(len(deltas))
+    return {"delta_mean": mean, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def decay_split(steps: int, decay_fraction: float) -> tuple:
+    """(Lighthouse steps, dense steps) of a two-stage arm whose switch is at the start of the wsd decay."""
+    dense = round(decay_fraction * steps)
+    return steps - dense, dense
+
+
+def arm_seconds(steps: int, decay_fraction: float, step_s: dict) -> float:
+    lighthouse, dense = decay_split(steps, decay_fraction)
+    return lighthouse * step_s["lighthouse"] + dense * step_s["dense"]
+
+
+def equal_time_steps(dense_steps: int, decay_fraction: float, step_s: dict) -> int:
+    """The most steps of a two-stage arm whose training time stays within that of ``dense_steps`` dense
+    steps, given each mode's seconds per step."""
+    budget = dense_steps * step_s["dense"]
+    steps = dense_steps
+    while arm_seconds(steps + 1, decay_fraction, step_s) <= budget:
+        steps += 1
+    return steps
+
+
+def median_step_s(metrics_path, skip: int = CALIBRATION_WARMUP) -> float:
+    """Median step time of a calibration run's train records, leaving out its first ``skip`` steps."""
+    records = [json.loads(line) for line in pathlib.Path(metrics_path).read_text().splitlines() if line.strip()]
+    times = [r["step_s"] for r in records if r.get("kind", "train") == "train"][skip:]
+    if not times:
+        raise ValueError(f"{metrics_path}: no train records after the first {skip} steps")
+    return statistics.median(times)
+
+
+def make_plan(dense_seconds: float, decay_fraction: float, step_s: dict) -> dict:
+    """Step counts of the three arms for a dense arm of about ``dense_seconds`` of training."""
+    dense = round(dense_seconds / step_s["dense"])
+    lighthouse, resumed = decay_split(dense, decay_fraction)
+    if lighthouse < 1 or resumed < 1:
+        raise ValueError(f"dense arm of {dense} steps ({dense_seconds} s at {step_s['dense']:.3g} s a step): a "
+                         f"two-stage arm of as many steps needs at least one step in each stage (decay fraction "
+                         f"{decay_fraction})")
+    equal_time = equal_time_steps(dense, decay_fraction, step_s)
+    return {
+        "step_s": step_s,
+        "decay_fraction": decay_fraction,
+        "arms": {
+            "dense": {"steps": dense, "lighthouse": False},
+            "equal-time": {"steps": equal_time, "lighthouse": True},
+            "equal-tokens": {"steps": dense, "lighthouse": True},
+        },
+        "seconds": {"dense": dense * step_s["dense"],
+                    "equal-time": arm_seconds(equal_time, decay_fraction, step_s),
+                    "equal-tokens": arm_seconds(dense, decay_fraction, step_s)},
+    }
+
+
+def final_val_nats(summary: dict) -> float:
+    """Final dense-mode validation loss of a finished arm, nats per byte."""
+    if summary.get("status") != "done":
+        raise ValueError(f"{summary.get('name')}: expected a finished run, got status {summary.get('status')!r}")
+    return summary["eval"]["val_bpb"] * LN2
+
+
+def _arm_dir(root: pathlib.Path, seed: int, arm: str) -> pathlib.Path:
+    return root / f"seed{seed}" / arm
+
+
+def _train_command(preset: str, seed: int, steps: int, out: pathlib.Path, extra: list) -> list:
+    return [sys.executable, "-m", "lighthouse.train", "--preset", preset, "--seed", str(seed), "--steps", str(steps),
+            "--out", str(out), "--no-report", "--no-progress", *extra]
+
+
+def _run_logged(command: list, log: pathlib.Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(command) + "\n")
+        f.flush()
+        return subprocess.run(command, stdout=f, stderr=subprocess.STDOUT).returncode
+
+
+def calibrate(runs: pathlib.Path, presets: dict, steps: int, extra: list) -> dict:
+    """Seconds per step of each mode, from two short runs one after the other (nothing else running)."""
+    if steps <= CALIBRATION_WARMUP:
+        raise ValueError(f"calibration steps: expected more than {CALIBRATION_WARMUP}, got {steps}")
+    step_s = {}
+    for mode, preset in presets.items():
+        out = runs / "calibration" / mode
+        stages = ["--lighthouse-steps", "1000" if mode == "lighthouse" else "0"]
+        command = [sys.executable, "-m", "lighthouse.train", "--preset", preset, "--steps", "1000", *stages,
+                   "--stop-after-step", str(steps), "--eval-every", "0", "--out", str(out),
+                   "--no-report", "--no-progress", *extra]
+        if _run_logged(command, out / "train.log") != 0:
+            raise RuntimeError(f"calibration run {out} failed; see {out / 'train.log'}")
+        step_s[mode] = median_step_s(out / "metrics.jsonl")
+    return step_s
+
+
+def _run_seed(seed: int, plan: dict, args, deadline: float) -> list:
+    """Train the seed's arms in order until each is done or the deadline comes; returns their statuses."""
+    statuses = []
+    for arm, spec in plan["arms"].items():
+        out = _arm_dir(args.runs, seed, arm)
+        summary = out / "summary.json"
+        if summary.exists() and json.loads(summary.read_text()).get("status") == "done":
+            statuses.append((arm, "done"))
+            continue
+        left = deadline - time.time() - FINISH_RESERVE_S
+        if left < START_MARGIN * plan["seconds"][arm]:
+            statuses.append((arm, "not started"))
+            break
+        minutes = left / 60.0
+        preset = args.lighthouse_preset if spec["lighthouse"] else args.dense_preset
+        # The stage split is explicit, so one preset can serve both arms.
+        split = ["--switch-at-decay"] if spec["lighthouse"] else ["--lighthouse-steps", "0"]
+        command = _train_command(preset, seed, spec["steps"], out,
+                                 ["--schedule", "wsd", "--decay-fraction", str(plan["decay_fraction"]), *split,
+                                  "--max-minutes", f"{minutes:.2f}", *args.extra])
+        code = _run_logged(command, out / "train.log")
+        status = json.loads(summary.read_text()).get("status") if summary.exists() else f"exit {code}"
+        statuses.append((arm, status))
+        if status != "done":
+            break
+        dest = _arm_dir(args.results, seed, arm)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "metrics.jsonl", "summary.json", "train.log"):
+            (dest / name).write_bytes((out / name).read_bytes())
+    return statuses
+
+
+def cmd_run(args) -> int:
+    deadline = time.time() + args.deadline_s
+    plan_path = args.runs / "plan.json"
+    if plan_path.exists():
+        plan = json.loads(plan_path.read_text())
+    else:
+        if args.step_s:
+            step_s = {"dense": args.step_s[0], "lighthouse": args.step_s[1], "given": True}
+        else:
+            step_s = calibrate(args.runs, {"dense": args.dense_preset, "lighthouse": args.lighthouse_preset},
+                               args.calibration_steps, args.extra)
+        plan = make_plan(args.dense_seconds, args.decay_fraction, step_s)
+        plan.update({"dense_preset": args.dense_preset, "lighthouse_preset": args.lighthouse_preset,
+                     "dense_seconds": args.dense_seconds, "extra": args.extra})
+        plan_path.parent.mkdir(parents=True, exist_ok=True)
+        plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "plan.json").write_text(plan_path.read_text())
+    print(json.dumps(plan, indent=2), flush=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        futures = {seed: pool.submit(_run_seed, seed, plan, args, deadline) for seed in args.seeds}
+        for seed, future in futures.items():
+            print(f"seed {seed}: " + ", ".join(f"{arm} {status}" for arm, status in future.result()), flush=True)
+    return 0
+
+
+def _leak_and_spike(arm_dir: pathlib.Path) -> dict:
+    from .report import load_run, switch_point, switch_spike
+
+    run = load_run(arm_dir)
+    switch = switch_point(run)
+    at_switch = [r for r in run["evals"] if switch and r["step"] == switch[0]]
+    found = {"spike": switch_spike(run)}
+    if at_switch:
+        found.update({key: at_switch[-1].get(key) for key in ("leak_t1", "leak_t1_se", "leak_t16", "leak_t16_se")})
+        found["val_lh_nats_at_switch"] = at_switch[-1].get("val_lh_bpb", math.nan) * LN2
+        found["val_dense_nats_at_switch"] = at_switch[-1]["val_bpb"] * LN2
+    return found
+
+
+def summarize(results: pathlib.Path) -> dict:
+    """Paired comparisons, speedups, leak and spike of the finished arms under ``results``."""
+    plan = json.loads((results / "plan.json").read_text())
+    step_s = plan["step_s"]
+    finals, details = {}, {}
+    for seed_dir in sorted(results.glob("seed*")):
+        seed = int(seed_dir.name[len("seed"):])
+        for arm in plan["arms"]:
+            path = seed_dir / arm / "summary.json"
+            if path.exists() and json.loads(path.read_text()).get("status") == "done":
+                finals.setdefault(arm, {})[seed] = final_val_nats(json.loads(path.read_text()))
+                if plan["arms"][arm]["lighthouse"]:
+                    details.setdefault(arm, {})[seed] = _leak_and_spike(seed_dir / arm)
+    comparisons = []
+    dense = finals.get("dense", {})
+    for arm, spec in plan["arms"].items():
+        if not spec["lighthouse"]:
+            continue
+        seeds = sorted(set(dense) & set(finals.get(arm, {})))
+        if not seeds:
+            continue
+        deltas = [finals[arm][s] - dense[s] for s in seeds]
+        comparisons.append({
+            "comparison": f"{plan['lighthouse_preset']} vs {plan['dense_preset']}, {arm} "
+                          f"({spec['steps']} vs {plan['arms']['dense']['steps']} steps)",
+            "seeds": seeds, **paired_interval(deltas),
+            "units": "nats/byte, final dense-mode validation loss, Lighthouse minus dense",
+            "per_seed": deltas})
+    tokens_arm = plan["arms"]["equal-tokens"]["steps"]
+    return {
+        "plan": plan,
+        "final_val_nats": {arm: {str(s): v for s, v in per.items()} for arm, per in finals.items()},
+        "comparisons": comparisons,
+        "stage1_speedup": step_s["dense"] / step_s["lighthouse"],
+        "end_to_end_speedup_equal_tokens": plan["seconds"]["dense"] / arm_seconds(
+            tokens_arm, plan["decay_fraction"], step_s),
+        "tokens_ratio_equal_time": plan["arms"]["equal-time"]["steps"] / plan["arms"]["dense"]["steps"],
+        "leak_and_spike": {arm: {str(s): v for s, v in per.items()} for arm, per in details.items()},
+    }
+
+
+def cmd_summarize(args) -> int:
+    summary = summarize(args.results)
+    (args.results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for c in summary["comparisons"]:
+        interval = "" if c["ci95_low"] is None else f" [{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}]"
+        print(f"{c['comparison']}: {c['delta_mean']:+.4f}{interval} over seeds {c['seeds']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lighthouse.train.study", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="calibrate once, then train every seed's arms until the deadline (resumable)")
+    r.add_argument("--runs", type=pathlib.Path, required=True, help="folder of the run folders and plan.json")
+    r.add_argument("--results", type=pathlib.Path, required=True,
+                   help="receives plan.json and each finished arm's config, metrics, summary and log")
+    r.add_argument("--dense-preset", default="long-dense")
+    r.add_argument("--lighthouse-preset", default="long-paper")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--dense-seconds", type=float, default=90.0, help="training time of the dense arm")
+    r.add_argument("--decay-fraction", type=float, default=0.2, help="the presets' wsd decay (the dense stage)")
+    r.add_argument("--calibration-steps", type=int, default=CALIBRATION_STEPS,
+                   help=f"steps timed per mode (the first {CALIBRATION_WARMUP} left out)")
+    r.add_argument("--step-s", type=float, nargs=2, metavar=("DENSE", "LIGHTHOUSE"),
+                   help="seconds per step of each mode, instead of a calibration (e.g. from an earlier plan.json)")
+    r.add_argument("--parallel", type=int, default=1, help="seeds trained at the same time")
+    r.add_argument("--deadline-s", type=float, default=540.0, help="stop starting or continuing arms after this")
+    r.add_argument("extra", nargs=argparse.REMAINDER, help="after --: further lighthouse-train options")
+    s = sub.add_parser("summarize", help="summary.json with the paired comparisons of the finished arms")
+    s.add_argument("results", type=pathlib.Path)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        args.extra = [a for a in args.extra if a != "--"]
+        return cmd_run(args)
+    return cmd_summarize(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
