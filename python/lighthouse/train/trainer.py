@@ -407,7 +407,7 @@ class Trainer:
         """One optimizer step over ``grad_accum`` micro-batches; returns its metrics record (waiting for it)."""
         return self.finish_step(self.launch_step())
 
-    def launch_step(self) -> "LaunchedStep":
+    def launch_step(self) -> LaunchedStep:
         """Queue the next optimizer step on the device without waiting for it; ``self.step`` counts it at once.
 
         Its loss, gradient norm and time stay on the device until finish_step reads them, so the host can
@@ -421,7 +421,7 @@ class Trainer:
         self.step += 1
         return LaunchedStep(self.step, self.model.stage, lr, loss_sum, grad_norm, start, end)
 
-    def finish_step(self, launched: "LaunchedStep") -> dict:
+    def finish_step(self, launched: LaunchedStep) -> dict:
         """Read a launched step's numbers (waiting for the device until it has run), add its tokens and time to
         the totals and log its metrics record."""
         elapsed = self.clock.seconds(launched.start, launched.end)
@@ -579,7 +579,7 @@ class Trainer:
             self.save()
         return status
 
-    def _finish(self, launched: "LaunchedStep", bar: _Progress) -> float:
+    def _finish(self, launched: LaunchedStep, bar: _Progress) -> float:
         """finish_step, shown on the progress display; returns the step's seconds."""
         record = self.finish_step(launched)
         bar.update(record)
