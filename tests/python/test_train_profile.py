@@ -91,4 +91,4 @@ def test_profile_on_cuda_times_with_events(tmp_path):
         assert sum(e["ms"] for e in categories.values()) == pytest.approx(mode["profiled_step_ms"], rel=1e-9)
         # The probes cost host time, which the device does not wait for when it is busy: the profiled step
         # stays near the uninstrumented one (the tiny model is small: a loose bound).
-        assert mode["profiled_step_ms"] < 3 * mode["step_ms"]
+        assert mode["profiled_step_ms"] < 5 * mode["step_ms"]
