@@ -1,4 +1,4 @@
-"""Shared fixtures of the Python suite: the golden vectors and the `gpu` marker.
+"""Shared fixtures of the Python suite: the golden vectors and the `gpu` and `slow` markers.
 
 Golden vectors live in the repository (tests/data/golden); LIGHTHOUSE_GOLDEN_DIR may point elsewhere.
 Tests marked `gpu` are skipped when no CUDA device is available.
@@ -16,6 +16,7 @@ GOLDEN_DIR = Path(os.environ.get("LIGHTHOUSE_GOLDEN_DIR", Path(__file__).resolve
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+    config.addinivalue_line("markers", "slow: compiles a model (tens of seconds on two cores); -m 'not slow' skips it")
 
 
 def pytest_collection_modifyitems(config, items):

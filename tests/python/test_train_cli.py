@@ -62,7 +62,7 @@ def test_top_level_help_lists_the_training_options(capsys):
     text = capsys.readouterr().out
     for option in ("--preset", "--steps", "--selection", "--rope", "--schedule", "--decay-fraction",
                    "--switch-at-decay", "--eval-every", "--val-windows", "--retrieval-distances", "--max-minutes",
-                   "{train,eval,export,generate,compare}"):
+                   "{train,eval,export,generate,compare,profile}"):
         assert option in text, option
 
 

@@ -304,3 +304,35 @@ def test_progress_line_shows_an_eta(capsys):
     bar.began -= 30.0  # as if the first 10 steps took 30 s
     bar.update({"step": 10, "stage": DENSE, "loss": 1.0, "tokens_per_s": 5.0, "wall_s": 60.0})
     assert "step 10/40: dense loss 1.0000 5 tok/s, 1.0 min, ETA 1.5 min" in capsys.readouterr().err
+
+
+def test_run_queues_each_step_before_reading_the_last(corpus, tmp_path, monkeypatch):
+    events = []
+    launch, finish = Trainer.launch_step, Trainer.finish_step
+
+    def launch_step(self):
+        launched = launch(self)
+        events.append(f"launch {launched.step}")
+        return launched
+
+    def finish_step(self, launched):
+        events.append(f"finish {launched.step}")
+        return finish(self, launched)
+
+    monkeypatch.setattr(Trainer, "launch_step", launch_step)
+    monkeypatch.setattr(Trainer, "finish_step", finish_step)
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: events.append(f"evaluate {self.step}"))
+    trainer = Trainer(tmp_path / "queued", *configs(corpus, 3, 2, eval_every=0, checkpoint_every=0))
+    assert trainer.run(progress=False) == "done"
+    # Step s + 1 is queued before step s is read, except where an evaluation or checkpoint needs step s read:
+    # at the switch (step 3) and at the end.
+    assert events == ["launch 1", "launch 2", "finish 1", "launch 3", "finish 2", "finish 3", "evaluate 3",
+                      "launch 4", "launch 5", "finish 4", "finish 5", "evaluate 5"]
+    stepped = Trainer(tmp_path / "stepped", *configs(corpus, 3, 2, eval_every=0, checkpoint_every=0))
+    for _ in range(5):
+        stepped.train_step()
+    assert _losses(tmp_path / "queued") == _losses(tmp_path / "stepped")
+    queued, one_by_one = _records(tmp_path / "queued"), _records(tmp_path / "stepped")
+    assert [{k: r[k] for k in ("step", "stage", "lr", "grad_norm", "tokens")} for r in queued] == \
+        [{k: r[k] for k in ("step", "stage", "lr", "grad_norm", "tokens")} for r in one_by_one]
+    assert trainer.wall_s == pytest.approx(sum(r["step_s"] for r in queued))

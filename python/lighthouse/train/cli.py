@@ -1,4 +1,4 @@
-"""``lighthouse-train``: train (the default command), eval, export, generate and compare.
+"""``lighthouse-train``: train (the default command), eval, export, generate, compare and profile.
 
     lighthouse-train --preset tiny --out runs/tiny
     lighthouse-train --preset h200-lighthouse --data data/prose.jsonl.xz --max-minutes 6
@@ -7,6 +7,7 @@
     lighthouse-train export runs/tiny --out runs/tiny/hf
     lighthouse-train generate runs/tiny --prompt "It is a truth universally acknowledged"
     lighthouse-train compare runs/study-dense runs/study-paper runs/study-causal --out runs/compare
+    lighthouse-train profile --preset h200-lighthouse --data data/prose.jsonl.xz --compile --out runs/profile
     torchrun --nproc-per-node 8 -m lighthouse.train --preset h200-lighthouse --context-parallel 4
 
 A train command on a folder that already holds checkpoints resumes from the newest one with the
@@ -24,7 +25,7 @@ from . import checkpoint as ckpt
 from .model import ROPE_MODES, SELECTIONS
 from .presets import get_preset, preset_names
 
-COMMANDS = ("train", "eval", "export", "generate", "compare")
+COMMANDS = ("train", "eval", "export", "generate", "compare", "profile")
 
 
 def resolve_steps(total_default: int, lh_default: int, steps, lighthouse, dense):
@@ -289,11 +290,56 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    from .profile import profile, write
+
+    preset = get_preset(args.preset)
+    model, train = preset.model, preset.train
+    overrides = {"batch_size": args.batch_size, "grad_accum": args.grad_accum, "device": args.device,
+                 "bf16": args.bf16, "compile": args.compile}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(train, key, value)
+    if args.data:
+        train.data = [str(pathlib.Path(p)) for p in args.data]
+    if args.seq_len is not None:
+        model.max_seq_len = args.seq_len
+    result = profile(model, train, steps=args.steps, warmup=args.warmup, modes=args.modes)
+    path = write(result, args.out)
+    print(path.read_text(), end="")
+    print(f"written: {path} and {path.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
+def _profile_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "profile", help="milliseconds and share of each part of a training step (attention, MLP, norms, RoPE, "
+                        "projections, embedding, head + loss, optimizer, data, other), dense and Lighthouse mode",
+        description="Build a preset's model, data and optimizer, run warm-up steps, then time --steps training "
+                    "steps in each mode as a whole (tokens/s) and --steps more cut into categories whose times add "
+                    "up to the step (see lighthouse/train/profile.py). Writes OUT/<preset>[-compiled].md and .json "
+                    "and prints the markdown.")
+    p.add_argument("--preset", default="tiny", choices=preset_names())
+    p.add_argument("--steps", type=int, default=5, help="measured steps per mode, timed whole and then profiled")
+    p.add_argument("--warmup", type=int, default=2, help="warm-up steps per mode (compilation happens here)")
+    p.add_argument("--modes", nargs="+", choices=["dense", "lighthouse"], default=["dense", "lighthouse"])
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (fullgraph); its forward and backward are then one category")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/profile"), help="output folder")
+    p.add_argument("--data", nargs="+", help="corpus files (default: the preset's)")
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the preset's)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lighthouse-train",
         description="Two-stage pretraining with Lighthouse attention, then dense resumption: "
-                    "train (the default command), eval, export, generate, compare.",
+                    "train (the default command), eval, export, generate, compare, profile.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = _train_parser(sub)
@@ -330,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="markdown table and plots comparing finished runs (first = baseline)")
     c.add_argument("runs", type=pathlib.Path, nargs="+")
     c.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/compare"))
+    _profile_parser(sub)
     return parser
 
 
@@ -339,7 +386,7 @@ def main(argv=None) -> int:
         argv.insert(0, "train")
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "generate": cmd_generate,
-               "compare": cmd_compare}[args.command]
+               "compare": cmd_compare, "profile": cmd_profile}[args.command]
     try:
         return handler(args)
     except ValueError as err:

@@ -11,7 +11,6 @@ import contextlib
 import math
 
 import torch
-import torch.nn.functional as F
 
 from .data import spread, validation_windows
 from .leak import leak_probe, make_plan
@@ -54,8 +53,7 @@ def bits_per_byte(model, windows: torch.Tensor, batch_size: int, device: torch.d
         batch = windows[i : i + batch_size].to(device)
         targets = batch[:, 1:]
         with autocast_for(device, bf16):
-            logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=PAD, reduction="sum")
+            loss = model(batch[:, :-1], targets)  # summed over the scored targets, without the full logits
         nats += float(loss)
         targets_scored += int((targets != PAD).sum())
         byte_targets += int((targets < 256).sum())

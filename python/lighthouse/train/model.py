@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .vocab import VOCAB_SIZE
+from .loss import chunked_cross_entropy
+from .vocab import PAD, VOCAB_SIZE
 
 DENSE = "dense"
 LIGHTHOUSE = "lighthouse"
@@ -227,7 +228,8 @@ class Decoder(nn.Module):
 
 
 class ByteLlama(nn.Module):
-    """Decoder-only LM over bytes; ``forward(tokens [B, N]) -> logits [B, N, vocab]``."""
+    """Decoder-only LM over bytes; ``forward(tokens [B, N]) -> logits [B, N, vocab]``, or with targets the
+    summed loss."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -267,10 +269,13 @@ class ByteLlama(nn.Module):
     def attention_modes(self) -> list:
         return [layer.self_attn.mode for layer in self.model.layers]
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor = None) -> torch.Tensor:
         """tokens [B, N] (with a sequence shard: this rank's [B, N/C] positions) -> logits of the same positions.
 
-        The rotary tables always cover the whole sequence; a sharded attention takes its rows of them.
+        Given targets [B, N] (PAD where nothing is scored), the summed cross-entropy of the scored targets
+        instead: the head and the loss run a chunk of positions at a time (loss.py), so the logits of the
+        whole batch never exist. The rotary tables always cover the whole sequence; a sharded attention
+        takes its rows of them.
         """
         shard = self.sequence_shard
         length = tokens.shape[1] if shard is None else tokens.shape[1] * shard.size
@@ -281,7 +286,10 @@ class ByteLlama(nn.Module):
                 x = checkpoint(layer, x, cos, sin, use_reentrant=False)
             else:
                 x = layer(x, cos, sin)
-        return self.lm_head(self.model.norm(x))
+        x = self.model.norm(x)
+        if targets is None:
+            return self.lm_head(x)
+        return chunked_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), PAD)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -12,6 +12,11 @@ every evaluation on the fixed validation set (every ``eval_every`` steps, at the
 end; see evaluate.py). Evaluation time is kept out of the step times, tokens/s and ``wall_s`` (the
 training wall-clock) and recorded as ``eval_s``. Evaluations use their own seeded generators, so
 they never change the training run.
+
+A step never waits for the device: its loss and gradient norm stay device tensors and its time is taken with
+device timestamps (timing.py), and the loop reads them, and writes the step's record, after it has queued
+the next step (or before an evaluation, a checkpoint or the end). The loss is the chunked LM head +
+cross-entropy of loss.py, so the logits of a whole batch never exist.
 """
 
 import contextlib
@@ -25,7 +30,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import parallel as parallel_module
@@ -37,6 +41,7 @@ from .leak import LeakSettings
 from .model import DENSE, LIGHTHOUSE, ByteLlama, ModelConfig
 from .passkey import PasskeySettings
 from .retrieval import RetrievalSettings
+from .timing import DeviceClock
 from .vocab import PAD
 
 SCHEDULES = ("cosine", "constant", "wsd")
@@ -160,6 +165,19 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclasses.dataclass
+class LaunchedStep:
+    """An optimizer step queued on the device (Trainer.launch_step) whose numbers are not read yet."""
+
+    step: int  # the step count once it is done (the step number of its record)
+    stage: str
+    lr: float
+    loss_sum: torch.Tensor  # the summed mean losses of its micro-batches, on the device
+    grad_norm: torch.Tensor
+    start: object  # DeviceClock timestamps around its work
+    end: object
+
+
 class _Progress:
     """A tqdm bar on a terminal; in logs (or without tqdm) a plain line every ten steps on stderr.
 
@@ -255,7 +273,10 @@ class Trainer:
         if self.parallel is not None:
             self.parallel.wrap(self.model)
         self.model.activation_checkpointing = train_config.activation_checkpointing
-        self.forward = torch.compile(self.model) if train_config.compile else self.model
+        # fullgraph: a graph break would cut the step into pieces run eagerly between compiled graphs. The
+        # switch of stage changes the layers' attention modes, so the model compiles once for each stage.
+        self.forward = torch.compile(self.model, fullgraph=True) if train_config.compile else self.model
+        self.clock = DeviceClock(self.device)
         self.optimizer = self._make_optimizer()
 
         self.corpus = load_corpus(train_config.data or [default_corpus()], train_config.val_fraction, train_config.seed)
@@ -383,69 +404,96 @@ class Trainer:
         self.model.set_stage(stage_at(self.cfg, self.step))
 
     def train_step(self) -> dict:
-        """One optimizer step over ``grad_accum`` micro-batches; returns its metrics record."""
+        """One optimizer step over ``grad_accum`` micro-batches; returns its metrics record (waiting for it)."""
+        return self.finish_step(self.launch_step())
+
+    def launch_step(self) -> LaunchedStep:
+        """Queue the next optimizer step on the device without waiting for it; ``self.step`` counts it at once.
+
+        Its loss, gradient norm and time stay on the device until finish_step reads them, so the host can
+        prepare and queue the following step while this one runs. Steps must be finished in launch order.
+        """
         self.enter_stage()
-        start = time.perf_counter()
-        self.model.train()
+        start = self.clock.now()
         lr = learning_rate(self.cfg, self.step)
+        loss_sum, grad_norm = self.optimize(lr)
+        end = self.clock.now()
+        self.step += 1
+        return LaunchedStep(self.step, self.model.stage, lr, loss_sum, grad_norm, start, end)
+
+    def finish_step(self, launched: LaunchedStep) -> dict:
+        """Read a launched step's numbers (waiting for the device until it has run), add its tokens and time to
+        the totals and log its metrics record."""
+        elapsed = self.clock.seconds(launched.start, launched.end)
+        loss_value = float(launched.loss_sum) / self.cfg.grad_accum
+        tokens = self.cfg.grad_accum * self.cfg.batch_size * self.model_config.max_seq_len
+        self.wall_s += elapsed
+        self.tokens += tokens
+        stage = self.stage_totals[launched.stage]
+        stage[0] += elapsed
+        stage[1] += tokens
+        record = {"kind": "train", "step": launched.step, "stage": launched.stage, "loss": loss_value,
+                  "lr": launched.lr, "grad_norm": float(launched.grad_norm), "tokens": self.tokens, "step_s": elapsed,
+                  "tokens_per_s": tokens / elapsed, "stage_tokens_per_s": stage[1] / stage[0], "wall_s": self.wall_s}
+        self._log(record)
+        return record
+
+    def optimize(self, lr: float):
+        """The work of one optimizer step in the model's current stage: ``grad_accum`` micro-batches forward and
+        backward, clipping and the update at learning rate lr. Returns (the summed mean losses of the
+        micro-batches, the gradient norm before clipping) as device tensors, without waiting for the device."""
+        self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(self.cfg.grad_accum):
-            batch = self.sampler.next_batch(self.cfg.batch_size)
-            if self.parallel is None:
-                loss_sum += self._micro_step(batch)
-            else:
-                loss_sum += self._sharded_micro_step(batch, last=micro == self.cfg.grad_accum - 1)
+            inputs, targets, count = self.micro_batch()
+            loss_sum += self.forward_backward(inputs, targets, count, last=micro == self.cfg.grad_accum - 1)
+        if self.parallel is not None:
+            loss_sum = self.parallel.total(loss_sum)  # the ranks' shares of the loss add up to the batch mean
+        return loss_sum, self.update()
+
+    def micro_batch(self):
+        """The next micro-batch on the device: (inputs, targets, count), count being the number of scored (non-PAD)
+        targets of the whole micro-batch. Over several processes, this rank's part of the global micro-batch.
+
+        On CUDA the host batch is pinned first, so the copy to the device does not wait for the device.
+        """
+        batch = self.sampler.next_batch(self.cfg.batch_size)
+        if self.parallel is None:
+            inputs, targets, count = batch[:, :-1], batch[:, 1:], int((batch[:, 1:] != PAD).sum())
+        else:
+            inputs, targets, count = self.parallel.shard_batch(batch)
+        return self._to_device(inputs), self._to_device(targets), count
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            tensor = tensor.contiguous().pin_memory()
+        return tensor.to(self.device, non_blocking=True)
+
+    def forward_backward(self, inputs: torch.Tensor, targets: torch.Tensor, count: int, last: bool) -> torch.Tensor:
+        """Forward and backward of a micro-batch; returns its loss: the summed loss of its scored targets over
+        count. In one process that is the micro-batch's mean loss; over several processes, this rank's share of
+        the global micro-batch's mean, the gradients being reduce-scattered (summed over the ranks) in the
+        backward of the step's last micro-batch only.
+        """
+        if self.parallel is not None:
+            self.parallel.sync_gradients(self.model, last)
+        with autocast_for(self.device, self.bf16):
+            loss = self.forward(inputs, targets) / count
+        (loss / self.cfg.grad_accum).backward()
+        return loss.detach()
+
+    def update(self) -> torch.Tensor:
+        """Clip the accumulated gradients, step the optimizer and clear the gradients; returns the norm before
+        clipping (a device tensor)."""
         if self.parallel is None:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         else:
             grad_norm = self.parallel.clip_grad_norm(self.model.parameters(), self.cfg.grad_clip)
-            loss_sum = self.parallel.total(loss_sum)  # the ranks' shares of the loss add up to the batch mean
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_value = float(loss_sum) / self.cfg.grad_accum  # synchronises, so the timing is honest
-        elapsed = time.perf_counter() - start
-        tokens = self.cfg.grad_accum * self.cfg.batch_size * self.model_config.max_seq_len
-        self.step += 1
-        self.wall_s += elapsed
-        self.tokens += tokens
-        stage = self.stage_totals[self.model.stage]
-        stage[0] += elapsed
-        stage[1] += tokens
-        record = {"kind": "train", "step": self.step, "stage": self.model.stage, "loss": loss_value, "lr": lr,
-                  "grad_norm": float(grad_norm), "tokens": self.tokens, "step_s": elapsed,
-                  "tokens_per_s": tokens / elapsed, "stage_tokens_per_s": stage[1] / stage[0],
-                  "wall_s": self.wall_s}
-        self._log(record)
-        return record
-
-    def _micro_step(self, batch: torch.Tensor) -> torch.Tensor:
-        """Forward and backward of one micro-batch [B, N + 1] in this one process; returns its mean loss."""
-        batch = batch.to(self.device, non_blocking=True)
-        with autocast_for(self.device, self.bf16):
-            logits = self.forward(batch[:, :-1])
-        loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), ignore_index=PAD)
-        (loss / self.cfg.grad_accum).backward()
-        return loss.detach()
-
-    def _sharded_micro_step(self, batch: torch.Tensor, last: bool) -> torch.Tensor:
-        """Forward and backward of this rank's part of the global micro-batch [B, N + 1]; returns this rank's
-        share of its mean loss: the sum of its targets' losses over the count of targets of all ranks.
-
-        The gradients are reduce-scattered (summed over the ranks) in the backward of the last micro-batch
-        of the step only.
-        """
-        inputs, targets, count = self.parallel.shard_batch(batch)
-        inputs = inputs.to(self.device, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
-        self.parallel.sync_gradients(self.model, last)
-        with autocast_for(self.device, self.bf16):
-            logits = self.forward(inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=PAD,
-                               reduction="sum") / count
-        (loss / self.cfg.grad_accum).backward()
-        return loss.detach()
+        return grad_norm
 
     def evaluation_due(self) -> bool:
         """After the current step: every ``eval_every`` steps, at the switch and at the last step."""
@@ -484,40 +532,58 @@ class Trainer:
     def run(self, max_minutes: float = None, stop_after_step: int = None, progress: bool = True) -> str:
         """Train until the last step ("done"), the wall-clock budget ("time") or a step ("paused").
 
-        Evaluations run when ``evaluation_due()``, before that step's checkpoint (a kill during an
-        evaluation replays the step and its evaluation). Checkpoints are written every
-        ``checkpoint_every`` steps, at the end of the Lighthouse stage and whenever the loop stops.
-        The budget check predicts the next step from the last.
+        Each step is launched before the previous one is finished (its numbers read and its record logged),
+        so the device never waits for the host between steps. Evaluations run when ``evaluation_due()``,
+        before that step's checkpoint (a kill during an evaluation replays the step and its evaluation), and
+        both come after the step is finished, so metrics.jsonl keeps its order. Checkpoints are written every
+        ``checkpoint_every`` steps, at the end of the Lighthouse stage and whenever the loop stops. The
+        budget check predicts the next step's end from the last finished step's time (twice that while a
+        launched step is still running ahead of it).
         """
         began = time.perf_counter()
         bar = _Progress(self.cfg.total_steps, self.step, progress and self.is_main)
         status = "done"
         last_step_s = 0.0
+        running = None
         try:
             while self.step < self.cfg.total_steps:
                 if stop_after_step is not None and self.step >= stop_after_step:
                     status = "paused"
                     break
-                if max_minutes is not None and self._out_of_time(time.perf_counter() - began + last_step_s,
-                                                                 max_minutes):
+                ahead = last_step_s * (2 if running is not None else 1)
+                if max_minutes is not None and self._out_of_time(time.perf_counter() - began + ahead, max_minutes):
                     status = "time"
                     break
-                record = self.train_step()
-                last_step_s = record["step_s"]
-                bar.update(record)
-                if self.evaluation_due():
+                launched = self.launch_step()
+                if running is not None:
+                    last_step_s = self._finish(running, bar)
+                running = launched
+                every = self.cfg.checkpoint_every
+                at_switch = self.step == self.cfg.lighthouse_steps and self.cfg.dense_steps > 0
+                checkpoint_due = bool(every and self.step % every == 0) or at_switch
+                evaluation_due = self.evaluation_due()
+                if not (evaluation_due or checkpoint_due):
+                    continue
+                last_step_s, running = self._finish(running, bar), None
+                if evaluation_due:
                     evaluation = self.evaluate()
                     if evaluation is not None:
                         bar.note(_eval_line(evaluation))
-                every = self.cfg.checkpoint_every
-                at_switch = self.step == self.cfg.lighthouse_steps and self.cfg.dense_steps > 0
-                if (every and self.step % every == 0) or at_switch:
+                if checkpoint_due:
                     self.save()
+            if running is not None:
+                self._finish(running, bar)
         finally:
             bar.close()
         if ckpt.latest_checkpoint(self.run_dir) != self._checkpoint_path():
             self.save()
         return status
+
+    def _finish(self, launched: LaunchedStep, bar: _Progress) -> float:
+        """finish_step, shown on the progress display; returns the step's seconds."""
+        record = self.finish_step(launched)
+        bar.update(record)
+        return record["step_s"]
 
     def _out_of_time(self, predicted_s: float, max_minutes: float) -> bool:
         """True when the next step would end past the budget; over several processes, when it would on any rank
