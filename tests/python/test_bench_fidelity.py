@@ -71,7 +71,9 @@ def test_markdown_shows_the_column(tmp_path):
 def test_bf16_run_records_and_reports_the_fidelity(tmp_path):
     out = tmp_path / "bf16"
     status = main(["--preset", "quick", "--dtype", "bfloat16", "--seq-lens", "2K", "--dense", "none", "--no-stages",
-                   "--repeats", "1", "--warmup", "1", "--no-progress", "--time-budget", "120", "--out", str(out)])
+                   "--repeats", "1", "--warmup", "1", "--no-progress", "--out", str(out),
+                   # Budgets far above the point's cost: on a loaded machine the estimate must not skip it.
+                   "--measure-budget", "600", "--time-budget", "1200"])
     assert status == 0
     record = check_outputs(out, expected_points=1)["points"][0]
     fidelity = record["fidelity"]

@@ -4,7 +4,9 @@ process, bit for bit, for its output and the gradients of q, k and v.
 The one exception is stated by lighthouse.distributed: with Hkv < W, a KV head's gradient is summed over its
 W/Hkv copies after each copy's backward, so it is compared (a) bit for bit with that same sum computed in one
 process (each copy's query heads run as their own single-process layer, with the scores of the whole group),
-and (b) with the single-process layer to 1e-6 relative.
+and (b) with the single-process layer to 1e-5 relative (largest difference over largest magnitude: the
+float32 sums of a group's heads in two orders differ by 1e-7 to 3e-7 typically and by ~1e-6 where the
+copies' partial gradients cancel; a wrong or missing head is off by order 1).
 
 All cases of one W run in one spawn of W processes (module-scoped fixture); each rank compares its own shard.
 """
@@ -216,4 +218,4 @@ def test_context_parallel_layer_equals_the_single_process_layer(reports, case):
                 assert result[name] == "equal", where
             else:  # Hkv < W: the exact sum over copies, close to the single-process gradient
                 assert result[name]["copies summed"] == "equal", where
-                assert result[name]["relative error"] <= 1e-6, where
+                assert result[name]["relative error"] <= 1e-5, where

@@ -13,8 +13,8 @@ Results: the output and the q gradient equal the single-process layer's bit for 
 data, and a head's results do not depend on the other heads). So do the k and v gradients when Hkv % W == 0.
 When Hkv < W a KV head's gradient is the sum over its W/Hkv copies of what each copy's query heads give,
 added in rank order after the layer's own per-copy backward: deterministic, but rounded differently from
-the single-process layer, which sums the whole group inside one attention backward (1e-7 to 3e-7 relative
-in float32). docs/context-parallel.md gives the costs.
+the single-process layer, which sums the whole group inside one attention backward (typically 1e-7 to
+3e-7 relative in float32, up to ~1e-6 where the copies' partial gradients cancel). docs/context-parallel.md gives the costs.
 """
 
 import functools

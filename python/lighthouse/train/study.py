@@ -270,9 +270,81 @@ def summarize(results: pathlib.Path) -> dict:
     }
 
 
+def gpu_seconds(step: int, lighthouse_steps: int, step_s: dict) -> float:
+    """Training time after ``step`` steps of an arm, at the calibrated seconds per step of each mode."""
+    return min(step, lighthouse_steps) * step_s["lighthouse"] + max(0, step - lighthouse_steps) * step_s["dense"]
+
+
+def plot_validation(results: pathlib.Path, summary: dict) -> pathlib.Path:
+    """One panel per seed: every arm's validation curve over calibrated training time (dense mode solid,
+    Lighthouse mode dashed, the switch dotted)."""
+    from .report import _pyplot, load_run
+
+    plt = _pyplot()
+    step_s = summary["plan"]["step_s"]
+    seeds = sorted(results.glob("seed*"), key=lambda d: int(d.name[len("seed"):]))
+    fig, axes = plt.subplots(1, len(seeds), figsize=(5.2 * len(seeds), 4.4), squeeze=False, sharey=True)
+    for ax, seed_dir in zip(axes[0], seeds):
+        for i, arm in enumerate(summary["plan"]["arms"]):
+            if not (seed_dir / arm / "summary.json").exists():
+                continue
+            run = load_run(seed_dir / arm)
+            lighthouse_steps = run["summary"]["lighthouse_steps"]
+            evals = run["evals"]
+            xs = [gpu_seconds(r["step"], lighthouse_steps, step_s) for r in evals]
+            ax.plot(xs, [r["val_bpb"] * LN2 for r in evals], color=f"C{i}", marker="o", markersize=3, label=arm)
+            sparse = [r for r in evals if "val_lh_bpb" in r]
+            if sparse:
+                ax.plot([gpu_seconds(r["step"], lighthouse_steps, step_s) for r in sparse],
+                        [r["val_lh_bpb"] * LN2 for r in sparse], color=f"C{i}", linestyle="--", marker="x",
+                        markersize=3, label=f"{arm}, Lighthouse mode")
+            if 0 < lighthouse_steps < run["summary"]["step"]:
+                ax.axvline(gpu_seconds(lighthouse_steps, lighthouse_steps, step_s), color=f"C{i}", linestyle=":")
+        ax.set_title(seed_dir.name)
+        ax.set_xlabel("training time at the calibrated step times (s)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation loss (nats/byte)")
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle("Validation loss per seed (dotted: switch to dense attention)")
+    fig.tight_layout()
+    path = results / "validation.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_deltas(results: pathlib.Path, summary: dict) -> pathlib.Path:
+    """Per comparison: each seed's difference and the mean with its 95% interval."""
+    from .report import _pyplot
+
+    plt = _pyplot()
+    comparisons = summary["comparisons"]
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.7 * len(comparisons)))
+    for row, c in enumerate(comparisons):
+        ax.scatter(c["per_seed"], [row] * len(c["per_seed"]), color="gray", s=14, zorder=2)
+        if c["ci95_low"] is not None:
+            ax.plot([c["ci95_low"], c["ci95_high"]], [row, row], color="C0", linewidth=3, zorder=1)
+        ax.scatter([c["delta_mean"]], [row], color="C0", s=40, zorder=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(comparisons)))
+    ax.set_yticklabels([c["comparison"].split(", ", 1)[1] for c in comparisons], fontsize="small")
+    ax.set_xlabel("final validation loss, Lighthouse minus dense (nats/byte)")
+    ax.set_title("Paired differences: seeds (gray), mean and 95% interval (blue)", fontsize="medium")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    path = results / "deltas.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def cmd_summarize(args) -> int:
     summary = summarize(args.results)
     (args.results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if args.plots:
+        plot_validation(args.results, summary)
+        if summary["comparisons"]:
+            plot_deltas(args.results, summary)
     for c in summary["comparisons"]:
         interval = "" if c["ci95_low"] is None else f" [{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}]"
         print(f"{c['comparison']}: {c['delta_mean']:+.4f}{interval} over seeds {c['seeds']}")
@@ -298,8 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--parallel", type=int, default=1, help="seeds trained at the same time")
     r.add_argument("--deadline-s", type=float, default=540.0, help="stop starting or continuing arms after this")
     r.add_argument("extra", nargs=argparse.REMAINDER, help="after --: further lighthouse-train options")
-    s = sub.add_parser("summarize", help="summary.json with the paired comparisons of the finished arms")
+    s = sub.add_parser("summarize", help="summary.json with the paired comparisons of the finished arms, and "
+                                         "plots (validation.png, deltas.png)")
     s.add_argument("results", type=pathlib.Path)
+    s.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True)
     return parser
 
 
