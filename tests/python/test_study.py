@@ -54,6 +54,9 @@ def test_plan_gives_the_dense_count_to_equal_tokens_and_more_steps_to_equal_time
     assert arms["equal-time"]["steps"] == study.equal_time_steps(100, 0.2, plan["step_s"])
     assert arms["equal-time"]["steps"] > 100
     assert plan["seconds"]["equal-time"] <= plan["seconds"]["dense"]
+    assert study.stage_split(10, 0.2) == (8, 2)
+    assert study.stage_split(10, 0.2, switch=0.6) == (6, 4)
+    assert study.arm_seconds(10, 0.2, {"dense": 1.0, "lighthouse": 0.5}, switch=0.6) == 6 * 0.5 + 4 * 1.0
     with pytest.raises(ValueError, match="at least one step in each stage"):
         study.make_plan(1.5, 0.2, {"dense": 1.0, "lighthouse": 0.3})
 
@@ -113,6 +116,28 @@ def test_driver_trains_paired_arms_resumes_and_summarizes(tmp_path):
         assert c["per_seed"] == [finals[arm][s] - finals["dense"][s] for s in ("0", "1")]
         assert c["ci95_low"] < c["delta_mean"] < c["ci95_high"]
     assert summary["leak_and_spike"]["equal-time"]["0"]["leak_t1"] is not None
+
+    # A lever: k = 32 and the switch at half the steps, at the dense arm's time with its own step time.
+    lever = [sys.executable, "-m", "lighthouse.train.study", "lever", "k32-half", "--runs", str(runs), "--results",
+             str(results), "--seeds", "0", "--switch", "0.5", "--lighthouse-step-s", "0.05", "--", *small,
+             "--topk", "32"]
+    done = subprocess.run(lever, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "seed 0: lever-k32-half done" in done.stdout
+    spec = json.loads((runs / "levers" / "k32-half.json").read_text())
+    assert spec["steps"] == study.equal_time_steps(6, 0.2, {"dense": 0.25, "lighthouse": 0.05}, 0.5) == 10
+    arm = results / "seed0" / "lever-k32-half"
+    assert json.loads((arm / "summary.json").read_text())["lighthouse_steps"] == 5
+    assert json.loads((arm / "config.json").read_text())["model"]["lighthouse"]["topk"] == 32
+    out = subprocess.run([sys.executable, "-m", "lighthouse.train.study", "summarize", str(results)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((results / "summary.json").read_text())
+    (entry,) = summary["levers"]
+    final = study.final_val_nats(json.loads((arm / "summary.json").read_text()))
+    assert entry["lever"] == "k32-half" and entry["seed"] == 0
+    assert entry["delta_vs_dense"] == final - summary["final_val_nats"]["dense"]["0"]
+    assert entry["delta_vs_equal-time"] == final - summary["final_val_nats"]["equal-time"]["0"]
 
 
 def test_calibration_times_each_mode_and_plans_from_it(tmp_path):

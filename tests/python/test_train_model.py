@@ -46,6 +46,16 @@ def test_invalid_shapes_and_options_are_refused():
         ByteLlama(micro_config(selection="top"))
     with pytest.raises(ValueError, match="lighthouse.rope: expected one of .*got 'after'"):
         ByteLlama(micro_config(rope="after"))
+    bad = micro_config()
+    bad.lighthouse.scorer = "sum"
+    with pytest.raises(ValueError, match="lighthouse.scorer: expected one of .*got 'sum'"):
+        ByteLlama(bad)
+    bad = micro_config()
+    bad.lighthouse.topk = 0
+    with pytest.raises(ValueError, match="lighthouse.topk: expected at least 1, got 0"):
+        ByteLlama(bad)
+    with pytest.raises(ValueError, match="dense_boundary: expected 0 or more, got -1"):
+        ByteLlama(micro_config(dense_boundary=-1))
 
 
 def test_old_configs_keep_rotating_before_pooling():

@@ -22,7 +22,7 @@ import pathlib
 import sys
 
 from . import checkpoint as ckpt
-from .model import ROPE_MODES, SELECTIONS
+from .model import ROPE_MODES, SCORERS, SELECTIONS
 from .presets import get_preset, preset_names
 
 COMMANDS = ("train", "eval", "export", "generate", "compare", "profile")
@@ -79,6 +79,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--selection", choices=list(SELECTIONS), help="Lighthouse selection rule")
     p.add_argument("--rope", choices=list(ROPE_MODES),
                    help="pooled: rotate each kept pooled entry at its position; before: rotate, then pool")
+    p.add_argument("--topk", type=int, help="Lighthouse: entries kept per level and tile budget step (k)")
+    p.add_argument("--scorer", choices=list(SCORERS), help="Lighthouse: norm or dilated scorer")
+    p.add_argument("--dense-boundary", type=int, help="layers at each end that stay dense in stage 1")
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int, help="evaluate every K steps (0: only at the switch and the end)")
     p.add_argument("--val-windows", type=int, help="windows of the fixed validation set")
@@ -105,18 +108,9 @@ def _configs_from_args(args):
     model, train = preset.model, preset.train
     train.lighthouse_steps, train.dense_steps = resolve_steps(
         train.total_steps, train.lighthouse_steps, args.steps, args.lighthouse_steps, args.dense_steps)
-    overrides = {
-        "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
-        "warmup_steps": args.warmup_steps, "schedule": args.schedule, "decay_fraction": args.decay_fraction,
-        "seed": args.seed, "eval_every": args.eval_every, "val_windows": args.val_windows,
-        "checkpoint_every": args.checkpoint_every, "device": args.device, "bf16": args.bf16,
-        "compile": args.compile, "activation_checkpointing": args.activation_checkpointing,
-    }
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(train, key, value)
-    if args.data:
-        train.data = [str(pathlib.Path(p)) for p in args.data]
+    _override(train, args, ("batch_size", "grad_accum", "lr", "warmup_steps", "schedule", "decay_fraction", "seed",
+                            "eval_every", "val_windows", "checkpoint_every", "device", "bf16", "compile",
+                            "activation_checkpointing"))
     if args.passkey_trials is not None:
         train.passkey.trials = args.passkey_trials
     if args.retrieval_distances:
@@ -127,8 +121,24 @@ def _configs_from_args(args):
         model.lighthouse.selection = args.selection
     if args.rope is not None:
         model.lighthouse.rope = args.rope
+    if args.topk is not None:
+        model.lighthouse.topk = args.topk
+    if args.scorer is not None:
+        model.lighthouse.scorer = args.scorer
+    if args.dense_boundary is not None:
+        model.dense_boundary = args.dense_boundary
     _place_switch(args, preset.switch_at_decay, train)
     return model, train
+
+
+def _override(train, args, names: tuple) -> None:
+    """The train config fields named, and the corpus, from the options given on the command line."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None:
+            setattr(train, name, value)
+    if args.data:
+        train.data = [str(pathlib.Path(p)) for p in args.data]
 
 
 def _place_switch(args, preset_default: bool, train) -> None:
@@ -295,13 +305,7 @@ def cmd_profile(args) -> int:
 
     preset = get_preset(args.preset)
     model, train = preset.model, preset.train
-    overrides = {"batch_size": args.batch_size, "grad_accum": args.grad_accum, "device": args.device,
-                 "bf16": args.bf16, "compile": args.compile}
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(train, key, value)
-    if args.data:
-        train.data = [str(pathlib.Path(p)) for p in args.data]
+    _override(train, args, ("batch_size", "grad_accum", "device", "bf16", "compile"))
     if args.seq_len is not None:
         model.max_seq_len = args.seq_len
     result = profile(model, train, steps=args.steps, warmup=args.warmup, modes=args.modes)

@@ -20,6 +20,7 @@ DENSE = "dense"
 LIGHTHOUSE = "lighthouse"
 SELECTIONS = ("paper", "lagged", "causal")
 ROPE_MODES = ("pooled", "before")
+SCORERS = ("norm", "dilated")
 
 
 @dataclasses.dataclass
@@ -72,6 +73,12 @@ class ModelConfig:
             raise ValueError(f"lighthouse.selection: expected one of {SELECTIONS}, got {self.lighthouse.selection!r}")
         if self.lighthouse.rope not in ROPE_MODES:
             raise ValueError(f"lighthouse.rope: expected one of {ROPE_MODES}, got {self.lighthouse.rope!r}")
+        if self.lighthouse.scorer not in SCORERS:
+            raise ValueError(f"lighthouse.scorer: expected one of {SCORERS}, got {self.lighthouse.scorer!r}")
+        if self.lighthouse.topk < 1:
+            raise ValueError(f"lighthouse.topk: expected at least 1, got {self.lighthouse.topk}")
+        if self.dense_boundary < 0:
+            raise ValueError(f"dense_boundary: expected 0 or more, got {self.dense_boundary}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -14,7 +14,10 @@ Student-t interval. Two budgets are compared:
 ``python -m lighthouse.train.study run`` calibrates (once; ``plan.json``), then trains every seed's arms
 (dense, Lighthouse at equal time, Lighthouse at equal tokens), several seeds at once if asked, until a
 deadline; called again it resumes where it stopped (each arm resumes from its checkpoint, finished arms
-are skipped). ``... study summarize`` writes ``summary.json`` with the paired comparisons.
+are skipped). ``... study lever NAME -- OPTIONS`` then trains a lever: the Lighthouse arm with further
+lighthouse-train options (or another switch point, ``--switch``) at the dense arm's GPU time, its own stage-1
+step time calibrated. ``... study summarize`` writes ``summary.json`` with the paired comparisons and the
+levers, and the plots.
 """
 
 import argparse
@@ -69,17 +72,26 @@ def decay_split(steps: int, decay_fraction: float) -> tuple:
     return steps - dense, dense
 
 
-def arm_seconds(steps: int, decay_fraction: float, step_s: dict) -> float:
-    lighthouse, dense = decay_split(steps, decay_fraction)
+def stage_split(steps: int, decay_fraction: float, switch: float = None) -> tuple:
+    """(Lighthouse steps, dense steps): the switch at the decay's start, or after the fraction ``switch`` of the
+    steps (rounded as lighthouse-train rounds a fractional --lighthouse-steps)."""
+    if switch is None:
+        return decay_split(steps, decay_fraction)
+    lighthouse = int(round(switch * steps))
+    return lighthouse, steps - lighthouse
+
+
+def arm_seconds(steps: int, decay_fraction: float, step_s: dict, switch: float = None) -> float:
+    lighthouse, dense = stage_split(steps, decay_fraction, switch)
     return lighthouse * step_s["lighthouse"] + dense * step_s["dense"]
 
 
-def equal_time_steps(dense_steps: int, decay_fraction: float, step_s: dict) -> int:
+def equal_time_steps(dense_steps: int, decay_fraction: float, step_s: dict, switch: float = None) -> int:
     """The most steps of a two-stage arm whose training time stays within that of ``dense_steps`` dense
     steps, given each mode's seconds per step."""
     budget = dense_steps * step_s["dense"]
     steps = dense_steps
-    while arm_seconds(steps + 1, decay_fraction, step_s) <= budget:
+    while arm_seconds(steps + 1, decay_fraction, step_s, switch) <= budget:
         steps += 1
     return steps
 
@@ -140,21 +152,39 @@ def _run_logged(command: list, log: pathlib.Path) -> int:
         return subprocess.run(command, stdout=f, stderr=subprocess.STDOUT).returncode
 
 
-def calibrate(runs: pathlib.Path, presets: dict, steps: int, extra: list) -> dict:
-    """Seconds per step of each mode, from two short runs one after the other (nothing else running)."""
+def calibrate_mode(out: pathlib.Path, preset: str, lighthouse: bool, steps: int, extra: list) -> float:
+    """Median seconds per step of one mode, from a short run in folder out (with nothing else on the GPU)."""
     if steps <= CALIBRATION_WARMUP:
         raise ValueError(f"calibration steps: expected more than {CALIBRATION_WARMUP}, got {steps}")
-    step_s = {}
-    for mode, preset in presets.items():
-        out = runs / "calibration" / mode
-        stages = ["--lighthouse-steps", "1000" if mode == "lighthouse" else "0"]
-        command = [sys.executable, "-m", "lighthouse.train", "--preset", preset, "--steps", "1000", *stages,
-                   "--stop-after-step", str(steps), "--eval-every", "0", "--out", str(out),
-                   "--no-report", "--no-progress", *extra]
-        if _run_logged(command, out / "train.log") != 0:
-            raise RuntimeError(f"calibration run {out} failed; see {out / 'train.log'}")
-        step_s[mode] = median_step_s(out / "metrics.jsonl")
-    return step_s
+    command = [sys.executable, "-m", "lighthouse.train", "--preset", preset, "--steps", "1000",
+               "--lighthouse-steps", "1000" if lighthouse else "0", "--stop-after-step", str(steps),
+               "--eval-every", "0", "--out", str(out), "--no-report", "--no-progress", *extra]
+    if _run_logged(command, out / "train.log") != 0:
+        raise RuntimeError(f"calibration run {out} failed; see {out / 'train.log'}")
+    return median_step_s(out / "metrics.jsonl")
+
+
+def calibrate(runs: pathlib.Path, presets: dict, steps: int, extra: list) -> dict:
+    """Seconds per step of each mode, from two short runs one after the other."""
+    return {mode: calibrate_mode(runs / "calibration" / mode, preset, mode == "lighthouse", steps, extra)
+            for mode, preset in presets.items()}
+
+
+def _train_arm(out: pathlib.Path, dest: pathlib.Path, command: list) -> str:
+    """Run an arm's training command; on "done" copy its files to dest. Returns the arm's status."""
+    summary = out / "summary.json"
+    code = _run_logged(command, out / "train.log")
+    status = json.loads(summary.read_text()).get("status") if summary.exists() else f"exit {code}"
+    if status == "done":
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "metrics.jsonl", "summary.json", "train.log"):
+            (dest / name).write_bytes((out / name).read_bytes())
+    return status
+
+
+def _is_done(out: pathlib.Path) -> bool:
+    summary = out / "summary.json"
+    return summary.exists() and json.loads(summary.read_text()).get("status") == "done"
 
 
 def _run_seed(seed: int, plan: dict, args, deadline: float) -> list:
@@ -162,8 +192,7 @@ def _run_seed(seed: int, plan: dict, args, deadline: float) -> list:
     statuses = []
     for arm, spec in plan["arms"].items():
         out = _arm_dir(args.runs, seed, arm)
-        summary = out / "summary.json"
-        if summary.exists() and json.loads(summary.read_text()).get("status") == "done":
+        if _is_done(out):
             statuses.append((arm, "done"))
             continue
         left = deadline - time.time() - FINISH_RESERVE_S
@@ -177,15 +206,10 @@ def _run_seed(seed: int, plan: dict, args, deadline: float) -> list:
         command = _train_command(preset, seed, spec["steps"], out,
                                  ["--schedule", "wsd", "--decay-fraction", str(plan["decay_fraction"]), *split,
                                   "--max-minutes", f"{minutes:.2f}", *args.extra])
-        code = _run_logged(command, out / "train.log")
-        status = json.loads(summary.read_text()).get("status") if summary.exists() else f"exit {code}"
+        status = _train_arm(out, _arm_dir(args.results, seed, arm), command)
         statuses.append((arm, status))
         if status != "done":
             break
-        dest = _arm_dir(args.results, seed, arm)
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in ("config.json", "metrics.jsonl", "summary.json", "train.log"):
-            (dest / name).write_bytes((out / name).read_bytes())
     return statuses
 
 
@@ -213,6 +237,72 @@ def cmd_run(args) -> int:
         for seed, future in futures.items():
             print(f"seed {seed}: " + ", ".join(f"{arm} {status}" for arm, status in future.result()), flush=True)
     return 0
+
+
+def cmd_lever(args) -> int:
+    """One lever: the Lighthouse arm with further options (and/or another switch point) at the dense arm's
+    GPU time, its own stage-1 step time calibrated. Needs the study's plan.json (the dense arm's steps and
+    step time)."""
+    deadline = time.time() + args.deadline_s
+    if args.switch is not None and not 0.0 < args.switch < 1.0:
+        raise ValueError(f"--switch: expected a fraction strictly between 0 and 1, got {args.switch}")
+    plan = json.loads((args.runs / "plan.json").read_text())
+    lever_path = args.runs / "levers" / f"{args.name}.json"
+    if lever_path.exists():
+        lever = json.loads(lever_path.read_text())
+    else:
+        if args.lighthouse_step_s is not None:
+            lighthouse_s = args.lighthouse_step_s
+        else:
+            lighthouse_s = calibrate_mode(args.runs / "calibration" / f"lever-{args.name}", plan["lighthouse_preset"],
+                                          True, args.calibration_steps, args.extra)
+        step_s = {"dense": plan["step_s"]["dense"], "lighthouse": lighthouse_s}
+        steps = equal_time_steps(plan["arms"]["dense"]["steps"], plan["decay_fraction"], step_s, args.switch)
+        lever = {"name": args.name, "options": args.extra, "switch": args.switch, "step_s": step_s, "steps": steps,
+                 "stages": stage_split(steps, plan["decay_fraction"], args.switch),
+                 "seconds": arm_seconds(steps, plan["decay_fraction"], step_s, args.switch)}
+        lever_path.parent.mkdir(parents=True, exist_ok=True)
+        lever_path.write_text(json.dumps(lever, indent=2) + "\n")
+    print(json.dumps(lever, indent=2), flush=True)
+    arm = f"lever-{args.name}"
+    split = ["--switch-at-decay"] if args.switch is None else ["--lighthouse-steps", repr(float(args.switch))]
+    for seed in args.seeds:
+        out = _arm_dir(args.runs, seed, arm)
+        if _is_done(out):
+            print(f"seed {seed}: {arm} done", flush=True)
+            continue
+        left = deadline - time.time() - FINISH_RESERVE_S
+        if left < START_MARGIN * lever["seconds"]:
+            print(f"seed {seed}: {arm} not started", flush=True)
+            break
+        command = _train_command(plan["lighthouse_preset"], seed, lever["steps"], out,
+                                 ["--schedule", "wsd", "--decay-fraction", str(plan["decay_fraction"]), *split,
+                                  "--max-minutes", f"{left / 60.0:.2f}", *args.extra])
+        dest = _arm_dir(args.results, seed, arm)
+        status = _train_arm(out, dest, command)
+        if status == "done":
+            (dest / "lever.json").write_text(lever_path.read_text())
+        print(f"seed {seed}: {arm} {status}", flush=True)
+        if status != "done":
+            break
+    return 0
+
+
+def _levers(results: pathlib.Path, finals: dict) -> list:
+    """Each finished lever arm against the dense and the equal-time arm of its seed."""
+    found = []
+    for lever_json in sorted(results.glob("seed*/lever-*/lever.json")):
+        seed = int(lever_json.parent.parent.name[len("seed"):])
+        lever = json.loads(lever_json.read_text())
+        final = final_val_nats(json.loads((lever_json.parent / "summary.json").read_text()))
+        entry = {"lever": lever["name"], "options": lever["options"], "switch": lever["switch"], "seed": seed,
+                 "steps": lever["steps"], "stages": lever["stages"], "step_s": lever["step_s"],
+                 "final_val_nats": final, **_leak_and_spike(lever_json.parent)}
+        for arm in ("dense", "equal-time"):
+            if seed in finals.get(arm, {}):
+                entry[f"delta_vs_{arm}"] = final - finals[arm][seed]
+        found.append(entry)
+    return found
 
 
 def _leak_and_spike(arm_dir: pathlib.Path) -> dict:
@@ -267,6 +357,7 @@ def summarize(results: pathlib.Path) -> dict:
             tokens_arm, plan["decay_fraction"], step_s),
         "tokens_ratio_equal_time": plan["arms"]["equal-time"]["steps"] / plan["arms"]["dense"]["steps"],
         "leak_and_spike": {arm: {str(s): v for s, v in per.items()} for arm, per in details.items()},
+        "levers": _levers(results, finals),
     }
 
 
@@ -348,11 +439,16 @@ def cmd_summarize(args) -> int:
     for c in summary["comparisons"]:
         interval = "" if c["ci95_low"] is None else f" [{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}]"
         print(f"{c['comparison']}: {c['delta_mean']:+.4f}{interval} over seeds {c['seeds']}")
+    for lever in summary["levers"]:
+        deltas = ", ".join(f"{lever[key]:+.4f} vs {key[len('delta_vs_'):]}" for key in lever if key.startswith("delta_vs_"))
+        print(f"lever {lever['lever']} (seed {lever['seed']}, {lever['steps']} steps): {deltas}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lighthouse.train.study", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lighthouse.train.study", description=__doc__.split("\n\n")[0],
+                                     epilog="run and lever pass the options after a -- to every lighthouse-train "
+                                            "command they start")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="calibrate once, then train every seed's arms until the deadline (resumable)")
     r.add_argument("--runs", type=pathlib.Path, required=True, help="folder of the run folders and plan.json")
@@ -369,7 +465,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds per step of each mode, instead of a calibration (e.g. from an earlier plan.json)")
     r.add_argument("--parallel", type=int, default=1, help="seeds trained at the same time")
     r.add_argument("--deadline-s", type=float, default=540.0, help="stop starting or continuing arms after this")
-    r.add_argument("extra", nargs=argparse.REMAINDER, help="after --: further lighthouse-train options")
+    v = sub.add_parser("lever", help="a lever arm (further train options, another switch) at the dense arm's "
+                                     "GPU time, after `run` (uses its plan.json)")
+    v.add_argument("name", help="the lever's name: its arm is seed<S>/lever-<name>")
+    v.add_argument("--runs", type=pathlib.Path, required=True)
+    v.add_argument("--results", type=pathlib.Path, required=True)
+    v.add_argument("--seeds", type=int, nargs="+", default=[0])
+    v.add_argument("--switch", type=float,
+                   help="fraction of the steps in stage 1 (default: the switch at the start of the wsd decay)")
+    v.add_argument("--calibration-steps", type=int, default=CALIBRATION_STEPS)
+    v.add_argument("--lighthouse-step-s", type=float, help="seconds per stage-1 step, instead of a calibration")
+    v.add_argument("--deadline-s", type=float, default=540.0)
     s = sub.add_parser("summarize", help="summary.json with the paired comparisons of the finished arms, and "
                                          "plots (validation.png, deltas.png)")
     s.add_argument("results", type=pathlib.Path)
@@ -378,11 +484,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "run":
-        args.extra = [a for a in args.extra if a != "--"]
-        return cmd_run(args)
-    return cmd_summarize(args)
+    """Options after a ``--`` go to every lighthouse-train command of ``run`` and ``lever``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.extra = extra
+    if args.command == "summarize":
+        if extra:
+            parser.error("summarize takes no lighthouse-train options")
+        return cmd_summarize(args)
+    return cmd_run(args) if args.command == "run" else cmd_lever(args)
 
 
 if __name__ == "__main__":
