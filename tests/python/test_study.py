@@ -157,3 +157,10 @@ def test_calibration_times_each_mode_and_plans_from_it(tmp_path):
         records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         assert sum(r["stage"] == "lighthouse" for r in records) == lighthouse_steps
     assert plan["arms"]["dense"]["steps"] == round(1000 / plan["step_s"]["dense"])
+
+
+def test_bad_options_are_reported_with_their_name(tmp_path, capsys):
+    assert study.main(["lever", "x", "--runs", str(tmp_path), "--results", str(tmp_path), "--switch", "1.5"]) == 2
+    assert "--switch: expected a fraction strictly between 0 and 1, got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        study.main(["summarize", str(tmp_path), "--", "--topk", "3"])

@@ -36,7 +36,7 @@ CALIBRATION_WARMUP = 3
 # Seconds kept back from a deadline for what follows an arm's last step: export, retrieval, passkey.
 FINISH_RESERVE_S = 60.0
 # An arm starts only when the time left covers this multiple of its planned training time (its
-# evaluations and start-up come on top), so a call that may be its machine's last leaves no half arm.
+# evaluations and start-up come on top), so a job cut off at its deadline leaves no half-trained arm.
 START_MARGIN = 1.5
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -493,11 +493,14 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.extra = extra
-    if args.command == "summarize":
-        if extra:
-            parser.error("summarize takes no lighthouse-train options")
-        return cmd_summarize(args)
-    return cmd_run(args) if args.command == "run" else cmd_lever(args)
+    if args.command == "summarize" and extra:
+        parser.error("summarize takes no lighthouse-train options")
+    handler = {"run": cmd_run, "lever": cmd_lever, "summarize": cmd_summarize}[args.command]
+    try:
+        return handler(args)
+    except ValueError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
