@@ -1,5 +1,6 @@
-// Loads a golden case (made by the paper authors' kernels) from the repo's
-// tests/data/golden folder, whose path CMake passes as LIGHTHOUSE_GOLDEN_DIR.
+// Loads a golden case (made by the paper authors' kernels): the repo keeps them
+// xz-compressed in tests/data/golden, and cmake/GoldenVectors.cmake writes them
+// decompressed to the build-tree folder it passes as LIGHTHOUSE_GOLDEN_DIR.
 #pragma once
 
 #include <cstdint>

@@ -1,11 +1,13 @@
 """Shared fixtures of the Python suite: the golden vectors and the `gpu` and `slow` markers.
 
-Golden vectors live in the repository (tests/data/golden); LIGHTHOUSE_GOLDEN_DIR may point elsewhere.
+Golden vectors live in the repository, xz-compressed (tests/data/golden/<case>.tar.xz holding
+<case>.safetensors, beside manifest.json); LIGHTHOUSE_GOLDEN_DIR may point to another folder of that layout.
 Tests marked `gpu` are skipped when no CUDA device is available.
 """
 
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,8 @@ def golden_cases():
 @pytest.fixture(params=golden_cases(), ids=lambda case: case["name"])
 def golden(request):
     """One golden case: (metadata dict, tensors dict)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     case = request.param
-    return case, load_file(GOLDEN_DIR / f"{case['name']}.safetensors")
+    with tarfile.open(GOLDEN_DIR / f"{case['name']}.tar.xz", "r:xz") as archive:
+        return case, load(archive.extractfile(f"{case['name']}.safetensors").read())
