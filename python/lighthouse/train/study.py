@@ -170,43 +170,50 @@ def calibrate(runs: pathlib.Path, presets: dict, steps: int, extra: list) -> dic
             for mode, preset in presets.items()}
 
 
-def _train_arm(out: pathlib.Path, dest: pathlib.Path, command: list) -> str:
-    """Run an arm's training command; on "done" copy its files to dest. Returns the arm's status."""
-    summary = out / "summary.json"
+def _summary(out: pathlib.Path):
+    """An arm folder's summary.json, None before the arm's first stop."""
+    path = out / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _status(out: pathlib.Path):
+    """The status of an arm folder's summary ("done", "time", ...), None before its first stop."""
+    summary = _summary(out)
+    return None if summary is None else summary.get("status")
+
+
+def _train_arm(args, plan: dict, seed: int, arm: str, preset: str, steps: int, split: list, seconds: float,
+               deadline: float) -> str:
+    """Train (or resume) one arm of a seed and copy a finished arm's files to the results. Returns its status:
+    "done" (also when it already was), "not started" (its planned ``seconds`` no longer fit before the
+    deadline), or the status or exit code of the stopped run. ``split`` gives the stage lengths explicitly,
+    so one preset can serve every arm."""
+    out = _arm_dir(args.runs, seed, arm)
+    if _status(out) == "done":
+        return "done"
+    left = deadline - time.time() - FINISH_RESERVE_S
+    if left < START_MARGIN * seconds:
+        return "not started"
+    command = _train_command(preset, seed, steps, out,
+                             ["--schedule", "wsd", "--decay-fraction", str(plan["decay_fraction"]), *split,
+                              "--max-minutes", f"{left / 60.0:.2f}", *args.extra])
     code = _run_logged(command, out / "train.log")
-    status = json.loads(summary.read_text()).get("status") if summary.exists() else f"exit {code}"
+    status = _status(out) or f"exit {code}"
     if status == "done":
+        dest = _arm_dir(args.results, seed, arm)
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "metrics.jsonl", "summary.json", "train.log"):
             (dest / name).write_bytes((out / name).read_bytes())
     return status
 
 
-def _is_done(out: pathlib.Path) -> bool:
-    summary = out / "summary.json"
-    return summary.exists() and json.loads(summary.read_text()).get("status") == "done"
-
-
 def _run_seed(seed: int, plan: dict, args, deadline: float) -> list:
     """Train the seed's arms in order until each is done or the deadline comes; returns their statuses."""
     statuses = []
     for arm, spec in plan["arms"].items():
-        out = _arm_dir(args.runs, seed, arm)
-        if _is_done(out):
-            statuses.append((arm, "done"))
-            continue
-        left = deadline - time.time() - FINISH_RESERVE_S
-        if left < START_MARGIN * plan["seconds"][arm]:
-            statuses.append((arm, "not started"))
-            break
-        minutes = left / 60.0
         preset = args.lighthouse_preset if spec["lighthouse"] else args.dense_preset
-        # The stage split is explicit, so one preset can serve both arms.
         split = ["--switch-at-decay"] if spec["lighthouse"] else ["--lighthouse-steps", "0"]
-        command = _train_command(preset, seed, spec["steps"], out,
-                                 ["--schedule", "wsd", "--decay-fraction", str(plan["decay_fraction"]), *split,
-                                  "--max-minutes", f"{minutes:.2f}", *args.extra])
-        status = _train_arm(out, _arm_dir(args.results, seed, arm), command)
+        status = _train_arm(args, plan, seed, arm, preset, spec["steps"], split, plan["seconds"][arm], deadline)
         statuses.append((arm, status))
         if status != "done":
             break
@@ -267,20 +274,10 @@ def cmd_lever(args) -> int:
     arm = f"lever-{args.name}"
     split = ["--switch-at-decay"] if args.switch is None else ["--lighthouse-steps", repr(float(args.switch))]
     for seed in args.seeds:
-        out = _arm_dir(args.runs, seed, arm)
-        if _is_done(out):
-            print(f"seed {seed}: {arm} done", flush=True)
-            continue
-        left = deadline - time.time() - FINISH_RESERVE_S
-        if left < START_MARGIN * lever["seconds"]:
-            print(f"seed {seed}: {arm} not started", flush=True)
-            break
-        command = _train_command(plan["lighthouse_preset"], seed, lever["steps"], out,
-                                 ["--schedule", "wsd", "--decay-fraction", str(plan["decay_fraction"]), *split,
-                                  "--max-minutes", f"{left / 60.0:.2f}", *args.extra])
+        status = _train_arm(args, plan, seed, arm, plan["lighthouse_preset"], lever["steps"], split,
+                            lever["seconds"], deadline)
         dest = _arm_dir(args.results, seed, arm)
-        status = _train_arm(out, dest, command)
-        if status == "done":
+        if status == "done" and dest.is_dir():
             (dest / "lever.json").write_text(lever_path.read_text())
         print(f"seed {seed}: {arm} {status}", flush=True)
         if status != "done":
@@ -294,7 +291,7 @@ def _levers(results: pathlib.Path, finals: dict) -> list:
     for lever_json in sorted(results.glob("seed*/lever-*/lever.json")):
         seed = int(lever_json.parent.parent.name[len("seed"):])
         lever = json.loads(lever_json.read_text())
-        final = final_val_nats(json.loads((lever_json.parent / "summary.json").read_text()))
+        final = final_val_nats(_summary(lever_json.parent))
         entry = {"lever": lever["name"], "options": lever["options"], "switch": lever["switch"], "seed": seed,
                  "steps": lever["steps"], "stages": lever["stages"], "step_s": lever["step_s"],
                  "final_val_nats": final, **_leak_and_spike(lever_json.parent)}
@@ -327,9 +324,9 @@ def summarize(results: pathlib.Path) -> dict:
     for seed_dir in sorted(results.glob("seed*")):
         seed = int(seed_dir.name[len("seed"):])
         for arm in plan["arms"]:
-            path = seed_dir / arm / "summary.json"
-            if path.exists() and json.loads(path.read_text()).get("status") == "done":
-                finals.setdefault(arm, {})[seed] = final_val_nats(json.loads(path.read_text()))
+            summary = _summary(seed_dir / arm)
+            if summary is not None and summary.get("status") == "done":
+                finals.setdefault(arm, {})[seed] = final_val_nats(summary)
                 if plan["arms"][arm]["lighthouse"]:
                     details.setdefault(arm, {})[seed] = _leak_and_spike(seed_dir / arm)
     comparisons = []
@@ -440,7 +437,8 @@ def cmd_summarize(args) -> int:
         interval = "" if c["ci95_low"] is None else f" [{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}]"
         print(f"{c['comparison']}: {c['delta_mean']:+.4f}{interval} over seeds {c['seeds']}")
     for lever in summary["levers"]:
-        deltas = ", ".join(f"{lever[key]:+.4f} vs {key[len('delta_vs_'):]}" for key in lever if key.startswith("delta_vs_"))
+        deltas = ", ".join(f"{lever[key]:+.4f} vs {key[len('delta_vs_'):]}" for key in lever
+                           if key.startswith("delta_vs_"))
         print(f"lever {lever['lever']} (seed {lever['seed']}, {lever['steps']} steps): {deltas}")
     return 0
 
