@@ -9,6 +9,15 @@ each product rounded in float32 (float64 for float64 inputs), then one rounded a
 import torch
 
 
+def rotary_tables(length: int, head_dim: int, theta: float = 10000.0, device=None):
+    """cos and sin, float32 [length, head_dim], of the rotate-half pairs (j, j + D/2) at positions 0..length-1
+    with Llama's frequencies theta^(-2j/D): the tables lighthouse_attention(rope=...) takes."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
+
+
 def apply_rope(x, cos, sin, *, interleaved=False):
     """x [B, N, heads, D] rotated at each position n by row n of the tables (float32 [N, D] or [B, N, D]).
 

@@ -18,6 +18,7 @@ import lighthouse
 
 from lighthouse.bench.estimate import BACKWARD_FLOP_RATIO, causal_attention_flops
 from lighthouse.bench.points import Point
+from lighthouse.rope import rotary_tables
 
 # Dense baselines: method name -> SDPA backend. CUDA runs cuDNN and flash; the
 # CPU runs the math backend.
@@ -71,13 +72,7 @@ def make_inputs(point: Point, device: torch.device, seed: int, *, heads_first: b
 def rope_tables(point: Point, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The rotary tables of a point with rope on, else None: float32 cos and sin [N, D] of the rotate-half
     pairs (j, j + D/2), base 10000, one table for every batch row, as a model computes them once per step."""
-    if not point.config.rope:
-        return None
-    dim = point.head_dim
-    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
-    angles = torch.outer(torch.arange(point.seq_len, device=device, dtype=torch.float32), inv_freq)
-    angles = torch.cat((angles, angles), dim=-1)
-    return angles.cos(), angles.sin()
+    return rotary_tables(point.seq_len, point.head_dim, device=device) if point.config.rope else None
 
 
 def layer_kwargs(point: Point, device: torch.device) -> dict:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..rope import rotary_tables
 from .loss import chunked_cross_entropy
 from .vocab import PAD, VOCAB_SIZE
 
@@ -118,11 +119,7 @@ class RMSNorm(nn.Module):
 
 def rope_tables(config: ModelConfig, length: int, device: torch.device):
     """cos/sin tables [length, head_dim] in fp32 for the half-split rotation."""
-    dim = config.head_dim
-    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
-    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
-    angles = torch.cat((angles, angles), dim=-1)
-    return angles.cos(), angles.sin()
+    return rotary_tables(length, config.head_dim, config.rope_theta, device)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
