@@ -303,16 +303,16 @@ def _levers(results: pathlib.Path, finals: dict) -> list:
 
 
 def _leak_and_spike(arm_dir: pathlib.Path) -> dict:
-    from .report import load_run, switch_point, switch_spike
+    from .report import eval_at, load_run, switch_point, switch_spike
 
     run = load_run(arm_dir)
     switch = switch_point(run)
-    at_switch = [r for r in run["evals"] if switch and r["step"] == switch[0]]
+    at_switch = eval_at(run, switch[0]) if switch else None
     found = {"spike": switch_spike(run)}
     if at_switch:
-        found.update({key: at_switch[-1].get(key) for key in ("leak_t1", "leak_t1_se", "leak_t16", "leak_t16_se")})
-        found["val_lh_nats_at_switch"] = at_switch[-1].get("val_lh_bpb", math.nan) * LN2
-        found["val_dense_nats_at_switch"] = at_switch[-1]["val_bpb"] * LN2
+        found.update({key: at_switch.get(key) for key in ("leak_t1", "leak_t1_se", "leak_t16", "leak_t16_se")})
+        found["val_lh_nats_at_switch"] = at_switch.get("val_lh_bpb", math.nan) * LN2
+        found["val_dense_nats_at_switch"] = at_switch["val_bpb"] * LN2
     return found
 
 
