@@ -164,3 +164,11 @@ def test_bad_options_are_reported_with_their_name(tmp_path, capsys):
     assert "--switch: expected a fraction strictly between 0 and 1, got 1.5" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         study.main(["summarize", str(tmp_path), "--", "--topk", "3"])
+
+
+def test_too_few_calibration_steps_are_refused_before_any_run(tmp_path, capsys):
+    command = ["run", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+               "--calibration-steps", "3", "--dense-preset", "tiny", "--lighthouse-preset", "tiny"]
+    assert study.main(command) == 2
+    assert "calibration steps: expected more than 3, got 3" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "calibration").exists()
