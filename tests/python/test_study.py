@@ -172,3 +172,18 @@ def test_too_few_calibration_steps_are_refused_before_any_run(tmp_path, capsys):
     assert study.main(command) == 2
     assert "calibration steps: expected more than 3, got 3" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "calibration").exists()
+
+
+def test_run_trains_only_the_arms_named(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    command = [sys.executable, "-m", "lighthouse.train.study", "run", "--runs", str(runs), "--results", str(results),
+               "--dense-preset", "tiny", "--lighthouse-preset", "tiny", "--seeds", "0", "--dense-seconds", "1.5",
+               "--step-s", "0.25", "0.1", "--arms", "equal-tokens", "--deadline-s", "900", "--", "--device", "cpu",
+               "--val-windows", "2", "--passkey-trials", "1", "--retrieval-distances", "64", "--eval-every", "0"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "seed 0: equal-tokens done" in done.stdout
+    assert sorted(p.name for p in (runs / "seed0").iterdir()) == ["equal-tokens"]
+    assert json.loads((results / "seed0" / "equal-tokens" / "summary.json").read_text())["step"] == 6
+    with pytest.raises(SystemExit):
+        study.main(["run", "--runs", str(runs), "--results", str(results), "--arms", "sparse"])

@@ -31,6 +31,7 @@ import sys
 import time
 
 LN2 = math.log(2)
+ARMS = ("dense", "equal-time", "equal-tokens")  # the arms of a plan, in the order a seed trains them
 CALIBRATION_STEPS = 12  # steps timed per mode by default; the first CALIBRATION_WARMUP are left out
 CALIBRATION_WARMUP = 3
 # Seconds kept back from a deadline for what follows an arm's last step: export, retrieval, passkey.
@@ -211,7 +212,9 @@ def _run_seed(seed: int, plan: dict, args, deadline: float) -> list:
     """Train the seed's arms in order until each is done or the deadline comes; returns their statuses."""
     statuses = []
     for arm, spec in plan["arms"].items():
-        preset = args.lighthouse_preset if spec["lighthouse"] else args.dense_preset
+        if arm not in args.arms:
+            continue
+        preset = plan["lighthouse_preset"] if spec["lighthouse"] else plan["dense_preset"]
         split = ["--switch-at-decay"] if spec["lighthouse"] else ["--lighthouse-steps", "0"]
         status = _train_arm(args, plan, seed, arm, preset, spec["steps"], split, plan["seconds"][arm], deadline)
         statuses.append((arm, status))
@@ -452,8 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs", type=pathlib.Path, required=True, help="folder of the run folders and plan.json")
     r.add_argument("--results", type=pathlib.Path, required=True,
                    help="receives plan.json and each finished arm's config, metrics, summary and log")
-    r.add_argument("--dense-preset", default="long-dense")
-    r.add_argument("--lighthouse-preset", default="long-paper")
+    r.add_argument("--dense-preset", default="long-dense", help="read when the plan is made; later calls use the plan's")
+    r.add_argument("--lighthouse-preset", default="long-paper", help="likewise")
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--dense-seconds", type=float, default=90.0, help="training time of the dense arm")
     r.add_argument("--decay-fraction", type=float, default=0.2, help="the presets' wsd decay (the dense stage)")
@@ -461,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"steps timed per mode (the first {CALIBRATION_WARMUP} left out)")
     r.add_argument("--step-s", type=float, nargs=2, metavar=("DENSE", "LIGHTHOUSE"),
                    help="seconds per step of each mode, instead of a calibration (e.g. from an earlier plan.json)")
+    r.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                   help="the arms to train (default all; another call can train the others from the same plan)")
     r.add_argument("--parallel", type=int, default=1, help="seeds trained at the same time")
     r.add_argument("--deadline-s", type=float, default=540.0, help="stop starting or continuing arms after this")
     v = sub.add_parser("lever", help="a lever arm (further train options, another switch) at the dense arm's "
