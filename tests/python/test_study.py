@@ -187,3 +187,13 @@ def test_run_trains_only_the_arms_named(tmp_path):
     assert json.loads((results / "seed0" / "equal-tokens" / "summary.json").read_text())["step"] == 6
     with pytest.raises(SystemExit):
         study.main(["run", "--runs", str(runs), "--results", str(results), "--arms", "sparse"])
+
+
+def test_summarize_before_any_finished_arm_writes_an_empty_summary(tmp_path):
+    plan = study.make_plan(10.0, 0.2, {"dense": 1.0, "lighthouse": 0.5})
+    plan.update({"dense_preset": "tiny", "lighthouse_preset": "tiny"})
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    assert study.main(["summarize", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["comparisons"] == [] and summary["levers"] == []
+    assert not (tmp_path / "validation.png").exists()

@@ -366,37 +366,44 @@ def gpu_seconds(step: int, lighthouse_steps: int, step_s: dict) -> float:
     return min(step, lighthouse_steps) * step_s["lighthouse"] + max(0, step - lighthouse_steps) * step_s["dense"]
 
 
+def _plotted_arms(seed_dir: pathlib.Path, plan: dict) -> list:
+    """(name, seconds per step of each mode) of a seed's finished or stopped arms: the plan's, then the levers
+    with their own calibrated stage-1 time."""
+    arms = [(arm, plan["step_s"]) for arm in plan["arms"] if (seed_dir / arm / "summary.json").exists()]
+    for lever_json in sorted(seed_dir.glob("lever-*/lever.json")):
+        arms.append((lever_json.parent.name, json.loads(lever_json.read_text())["step_s"]))
+    return arms
+
+
 def plot_validation(results: pathlib.Path, summary: dict) -> pathlib.Path:
-    """One panel per seed: every arm's validation curve over calibrated training time (dense mode solid,
-    Lighthouse mode dashed, the switch dotted)."""
+    """One panel per seed: every arm's validation curve (levers included) over calibrated training time (dense
+    mode solid, Lighthouse mode dashed, the switch dotted)."""
     from .report import _pyplot, load_run
 
     plt = _pyplot()
-    step_s = summary["plan"]["step_s"]
     seeds = sorted(results.glob("seed*"), key=lambda d: int(d.name[len("seed"):]))
-    fig, axes = plt.subplots(1, len(seeds), figsize=(5.2 * len(seeds), 4.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(seeds), figsize=(max(7.5, 5.2 * len(seeds)), 4.8), squeeze=False, sharey=True)
     for ax, seed_dir in zip(axes[0], seeds):
-        for i, arm in enumerate(summary["plan"]["arms"]):
-            if not (seed_dir / arm / "summary.json").exists():
-                continue
+        for i, (arm, step_s) in enumerate(_plotted_arms(seed_dir, summary["plan"])):
             run = load_run(seed_dir / arm)
             lighthouse_steps = run["summary"]["lighthouse_steps"]
             evals = run["evals"]
             xs = [gpu_seconds(r["step"], lighthouse_steps, step_s) for r in evals]
-            ax.plot(xs, [r["val_bpb"] * LN2 for r in evals], color=f"C{i}", marker="o", markersize=3, label=arm)
+            ax.plot(xs, [r["val_bpb"] * LN2 for r in evals], color=f"C{i % 10}", marker="o", markersize=3, label=arm)
             sparse = [r for r in evals if "val_lh_bpb" in r]
             if sparse:
                 ax.plot([gpu_seconds(r["step"], lighthouse_steps, step_s) for r in sparse],
-                        [r["val_lh_bpb"] * LN2 for r in sparse], color=f"C{i}", linestyle="--", marker="x",
-                        markersize=3, label=f"{arm}, Lighthouse mode")
+                        [r["val_lh_bpb"] * LN2 for r in sparse], color=f"C{i % 10}", linestyle="--", marker="x",
+                        markersize=3)
             if 0 < lighthouse_steps < run["summary"]["step"]:
-                ax.axvline(gpu_seconds(lighthouse_steps, lighthouse_steps, step_s), color=f"C{i}", linestyle=":")
+                ax.axvline(gpu_seconds(lighthouse_steps, lighthouse_steps, step_s), color=f"C{i % 10}",
+                           linestyle=":")
         ax.set_title(seed_dir.name)
         ax.set_xlabel("training time at the calibrated step times (s)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation loss (nats/byte)")
     axes[0][0].legend(fontsize="small")
-    fig.suptitle("Validation loss per seed (dotted: switch to dense attention)")
+    fig.suptitle("Validation loss (x: Lighthouse mode; dotted: the switch to dense)")
     fig.tight_layout()
     path = results / "validation.png"
     fig.savefig(path, dpi=110)
@@ -405,20 +412,25 @@ def plot_validation(results: pathlib.Path, summary: dict) -> pathlib.Path:
 
 
 def plot_deltas(results: pathlib.Path, summary: dict) -> pathlib.Path:
-    """Per comparison: each seed's difference and the mean with its 95% interval."""
+    """Per comparison: each seed's difference and the mean with its 95% interval; per lever arm, its
+    difference from the dense arm of its seed."""
     from .report import _pyplot
 
     plt = _pyplot()
-    comparisons = summary["comparisons"]
-    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.7 * len(comparisons)))
-    for row, c in enumerate(comparisons):
-        ax.scatter(c["per_seed"], [row] * len(c["per_seed"]), color="gray", s=14, zorder=2)
-        if c["ci95_low"] is not None:
-            ax.plot([c["ci95_low"], c["ci95_high"]], [row, row], color="C0", linewidth=3, zorder=1)
-        ax.scatter([c["delta_mean"]], [row], color="C0", s=40, zorder=3)
+    rows = [(c["comparison"].split(", ", 1)[1], c["per_seed"], c["delta_mean"], c["ci95_low"], c["ci95_high"])
+            for c in summary["comparisons"]]
+    rows += [(f"lever {v['lever']} (seed {v['seed']}, {v['steps']} steps)", [], v["delta_vs_dense"], None, None)
+             for v in summary["levers"] if "delta_vs_dense" in v]
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.45 * len(rows)))
+    for row, (_, per_seed, mean, low, high) in enumerate(rows):
+        ax.scatter(per_seed, [row] * len(per_seed), color="gray", s=14, zorder=2)
+        if low is not None:
+            ax.plot([low, high], [row, row], color="C0", linewidth=3, zorder=1)
+        ax.scatter([mean], [row], color="C0", s=40, zorder=3)
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(comparisons)))
-    ax.set_yticklabels([c["comparison"].split(", ", 1)[1] for c in comparisons], fontsize="small")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([label for label, *_ in rows], fontsize="small")
+    ax.invert_yaxis()
     ax.set_xlabel("final validation loss, Lighthouse minus dense (nats/byte)")
     ax.set_title("Paired differences: seeds (gray), mean and 95% interval (blue)", fontsize="medium")
     ax.grid(alpha=0.3, axis="x")
@@ -432,9 +444,9 @@ def plot_deltas(results: pathlib.Path, summary: dict) -> pathlib.Path:
 def cmd_summarize(args) -> int:
     summary = summarize(args.results)
     (args.results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if args.plots:
+    if args.plots and any(args.results.glob("seed*/*/summary.json")):
         plot_validation(args.results, summary)
-        if summary["comparisons"]:
+        if summary["comparisons"] or summary["levers"]:
             plot_deltas(args.results, summary)
     for c in summary["comparisons"]:
         interval = "" if c["ci95_low"] is None else f" [{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}]"
