@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -185,6 +186,11 @@ def test_run_trains_only_the_arms_named(tmp_path):
     assert "seed 0: equal-tokens done" in done.stdout
     assert sorted(p.name for p in (runs / "seed0").iterdir()) == ["equal-tokens"]
     assert json.loads((results / "seed0" / "equal-tokens" / "summary.json").read_text())["step"] == 6
+    # Resumed from the results alone (run folders gone, e.g. on a fresh machine): a finished arm is not retrained.
+    shutil.rmtree(runs / "seed0")
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "seed 0: equal-tokens done" in again.stdout and not (runs / "seed0").exists()
     with pytest.raises(SystemExit):
         study.main(["run", "--runs", str(runs), "--results", str(results), "--arms", "sparse"])
 

@@ -186,12 +186,12 @@ def _status(out: pathlib.Path):
 def _train_arm(args, plan: dict, seed: int, arm: str, preset: str, steps: int, split: list, seconds: float,
                deadline: float) -> str:
     """Train (or resume) one arm of a seed and copy a finished arm's files to the results. Returns its status:
-    "done" (also when it already was), "not started" (its planned ``seconds`` no longer fit before the
-    deadline), or the status or exit code of the stopped run. ``split`` gives the stage lengths explicitly,
+    "done" (also when it already was, in the runs or the results), "not started" (its planned ``seconds`` no
+    longer fit before the deadline), or the status or exit code of the stopped run. ``split`` gives the stage lengths explicitly,
     so one preset can serve every arm."""
     out = _arm_dir(args.runs, seed, arm)
-    if _status(out) == "done":
-        return "done"
+    if _status(out) == "done" or _status(_arm_dir(args.results, seed, arm)) == "done":
+        return "done"  # also when only the results hold it: a study resumed from its committed results
     left = deadline - time.time() - FINISH_RESERVE_S
     if left < START_MARGIN * seconds:
         return "not started"
