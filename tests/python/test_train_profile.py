@@ -48,6 +48,8 @@ def test_profile_command_writes_the_table_and_the_json(tmp_path, capsys):
                  "--batch-size", "1", "--device", "cpu", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "tiny.json").read_text())
     assert result["tokens_per_step"] == 512 and not result["compiled"]
+    assert result["command"].startswith("lighthouse-train profile --preset tiny --steps 1")
+    assert result["commit"] and result["date"].endswith("+00:00")
     assert set(result["modes"]) == {DENSE, LIGHTHOUSE} and result["lighthouse_speedup"] > 0
     for mode in result["modes"].values():
         categories = mode["categories"]
@@ -60,6 +62,7 @@ def test_profile_command_writes_the_table_and_the_json(tmp_path, capsys):
     table = (tmp_path / "tiny.md").read_text()
     assert table == capsys.readouterr().out
     assert "| attention |" in table and "Lighthouse speedup over dense" in table
+    assert f"Commit `{result['commit']}`, {result['date']}: `{result['command']}`" in table
 
 
 def test_profile_refuses_no_steps():

@@ -17,8 +17,10 @@ progress display apply to the resumed invocation (and, under torchrun, the proce
 """
 
 import argparse
+import datetime
 import json
 import pathlib
+import shlex
 import sys
 
 from . import checkpoint as ckpt
@@ -301,6 +303,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_profile(args) -> int:
+    from lighthouse.bench.environment import git_commit
+
     from .profile import profile, write
 
     preset = get_preset(args.preset)
@@ -309,6 +313,8 @@ def cmd_profile(args) -> int:
     if args.seq_len is not None:
         model.max_seq_len = args.seq_len
     result = profile(model, train, steps=args.steps, warmup=args.warmup, modes=args.modes)
+    result.update({"commit": git_commit(), "command": shlex.join(["lighthouse-train", *args.argv]),
+                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     path = write(result, args.out)
     print(path.read_text(), end="")
     print(f"written: {path} and {path.with_suffix('.json')}", file=sys.stderr)
@@ -389,6 +395,7 @@ def main(argv=None) -> int:
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "train")
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as given, recorded by profile in its results
     handler = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "generate": cmd_generate,
                "compare": cmd_compare, "profile": cmd_profile}[args.command]
     try:

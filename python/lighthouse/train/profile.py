@@ -281,6 +281,10 @@ def markdown(result: dict) -> str:
         f"{result['seq_len']:,}, {result['grad_accum']} micro-batch(es)); means of {result['steps']} steps after "
         f"{result['warmup']} warm-up steps per mode.",
         "",
+    ]
+    if "commit" in result:
+        lines += [f"Commit `{result['commit']}`, {result['date']}: `{result['command']}`", ""]
+    lines += [
         "| | " + " | ".join(modes) + " |",
         "|---|" + "---:|" * len(modes),
         "| step, uninstrumented (ms) | " + " | ".join(f"{r['step_ms']:.1f}" for r in runs) + " |",
