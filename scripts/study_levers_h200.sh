@@ -3,21 +3,23 @@
 # same code (one seed), resumable across calls:
 #
 #   scripts/study_levers_h200.sh RUNS RESULTS SECONDS [JOBS]
-#   scripts/study_levers_h200.sh runs/levers bench/results/recipe-study/levers 540 4
+#   scripts/study_levers_h200.sh runs/levers bench/results/recipe-study/long-levers 540 2
 #
 # First the calibrations, one at a time with the GPU to themselves: the plan's dense and Lighthouse step
 # times, then each lever's own stage-1 step time (the switch levers keep the plan's). Then the arms, JOBS at a
-# time: the partners (dense, equal-time) and the levers. Sharing the GPU stretches an arm's wall time, never its
-# steps, which the calibrations fixed. No arm starts or continues after SECONDS from the script's start; called
-# again with the same RUNS, it resumes (finished calibrations and arms are kept, a stopped arm continues from
-# its checkpoint). Every lighthouse-train command gets --eval-every 0: evaluations at the switch and the end.
+# time (default 2: at 128K one arm fills the H200, so more at once only leave more half-trained arms at the
+# deadline): the partners (dense, equal-time) and the levers. Sharing the GPU stretches an arm's wall time,
+# never its steps, which the calibrations fixed. No arm starts or continues after SECONDS from the script's
+# start; called again, it resumes: calibrations in RUNS are kept, arms finished in RUNS or RESULTS are not
+# trained again, a stopped arm continues from its checkpoint in RUNS. Every lighthouse-train command gets
+# --eval-every 0: evaluations at the switch and the end.
 # Ends with `study summarize RESULTS`. Needs data/prose.jsonl.xz and the lighthouse package with CUDA kernels.
 set -euo pipefail
 
 runs=${1:?usage: scripts/study_levers_h200.sh RUNS RESULTS SECONDS [JOBS]}
 results=${2:?usage: scripts/study_levers_h200.sh RUNS RESULTS SECONDS [JOBS]}
 seconds=${3:?usage: scripts/study_levers_h200.sh RUNS RESULTS SECONDS [JOBS]}
-jobs=${4:-4}
+jobs=${4:-2}
 python=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 study=("$python" -m lighthouse.train.study)
