@@ -53,8 +53,10 @@ def test_recipe_options():
     assert (train.eval_every, train.val_windows, train.retrieval.distances, train.schedule) == (7, 3, [64, 512],
                                                                                                 "constant")
     assert (train.lighthouse_steps, train.dense_steps) == (240, 60)  # the preset's split without a decay
-    model, _ = _configs("--preset", "long-paper", "--topk", "2304", "--scorer", "dilated", "--dense-boundary", "2")
+    model, _ = _configs("--preset", "long-paper", "--topk", "2304", "--scorer", "dilated", "--dense-boundary", "2",
+                        "--norm", "fused")
     assert (model.lighthouse.topk, model.lighthouse.scorer, model.dense_boundary) == (2304, "dilated", 2)
+    assert model.norm == "fused" and _configs("--preset", "long-paper")[0].norm == "composite"
     assert model.max_seq_len == 131072
 
 
@@ -63,7 +65,7 @@ def test_top_level_help_lists_the_training_options(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--preset", "--steps", "--selection", "--rope", "--topk", "--scorer", "--dense-boundary",
+    for option in ("--preset", "--steps", "--selection", "--rope", "--topk", "--scorer", "--dense-boundary", "--norm",
                    "--schedule", "--decay-fraction",
                    "--switch-at-decay", "--eval-every", "--val-windows", "--retrieval-distances", "--max-minutes",
                    "{train,eval,export,generate,compare,profile}"):

@@ -86,3 +86,18 @@ def test_compiled_training_on_cuda_matches_eager(tmp_path):
         losses[compiled] = [r["loss"] for r in records]
     # bf16: inductor's fused kernels round differently from eager's.
     assert losses[True] == pytest.approx(losses[False], rel=2e-2)
+
+
+def test_fused_norm_trains_like_the_composite_norm_on_cuda(tmp_path):
+    """The RMSNorm option on CUDA under bf16 autocast: the same first losses (bf16 rounding apart)."""
+    docs = _corpus(tmp_path)
+    losses = {}
+    for norm in ("composite", "fused"):
+        model = ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_hidden=256, max_seq_len=4096,
+                            dense_boundary=1, norm=norm,
+                            lighthouse=LighthouseSettings(levels=3, pooling=4, topk=256, tile_budget=128))
+        train = TrainConfig(lighthouse_steps=2, dense_steps=1, batch_size=2, warmup_steps=1, data=[str(docs)],
+                            val_fraction=0.25, val_windows=2, device="cuda", bf16=True)
+        trainer = Trainer(tmp_path / norm, model, train)
+        losses[norm] = [trainer.train_step()["loss"] for _ in range(3)]
+    assert losses["fused"] == pytest.approx(losses["composite"], rel=1e-2)

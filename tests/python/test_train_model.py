@@ -56,6 +56,43 @@ def test_invalid_shapes_and_options_are_refused():
         ByteLlama(bad)
     with pytest.raises(ValueError, match="dense_boundary: expected 0 or more, got -1"):
         ByteLlama(micro_config(dense_boundary=-1))
+    with pytest.raises(ValueError, match="norm: expected one of .*got 'layer'"):
+        ByteLlama(micro_config(norm="layer"))
+
+
+def test_fused_norm_computes_the_composite_norm():
+    """F.rms_norm against the composite arithmetic, forward and backward, on fp32 input (the model's residual
+    stream is fp32, also under bf16 autocast); they round differently, hence a tolerance of a few fp32 ulps."""
+    torch.manual_seed(0)
+    composite, fused = model_module.RMSNorm(32, 1e-5), model_module.RMSNorm(32, 1e-5, fused=True)
+    with torch.no_grad():
+        composite.weight.uniform_(0.5, 1.5)
+        fused.weight.copy_(composite.weight)
+    x = 3 * torch.randn(2, 64, 32)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = composite(xa), fused(xb)
+    torch.testing.assert_close(yb, ya, rtol=1e-6, atol=1e-6)
+    grad = torch.randn_like(ya)
+    ya.backward(grad)
+    yb.backward(grad)
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused.weight.grad, composite.weight.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_norm_model_matches_and_old_configs_stay_composite():
+    torch.manual_seed(0)
+    composite = ByteLlama(micro_config())
+    fused = ByteLlama(micro_config(norm="fused"))
+    fused.load_state_dict(composite.state_dict())
+    tokens = torch.randint(0, VOCAB_SIZE, (2, 64))
+    for stage in (DENSE, LIGHTHOUSE):
+        composite.set_stage(stage)
+        fused.set_stage(stage)
+        torch.testing.assert_close(fused(tokens), composite(tokens), rtol=1e-5, atol=1e-5)
+    saved = micro_config(norm="fused").to_dict()
+    assert ModelConfig.from_dict(saved).norm == "fused"
+    del saved["norm"]
+    assert ModelConfig.from_dict(saved).norm == "composite"
 
 
 def test_old_configs_keep_rotating_before_pooling():

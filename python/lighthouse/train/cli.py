@@ -24,7 +24,7 @@ import shlex
 import sys
 
 from . import checkpoint as ckpt
-from .model import ROPE_MODES, SCORERS, SELECTIONS
+from .model import NORMS, ROPE_MODES, SCORERS, SELECTIONS
 from .presets import get_preset, preset_names
 
 COMMANDS = ("train", "eval", "export", "generate", "compare", "profile")
@@ -83,6 +83,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                    help="pooled: rotate each kept pooled entry at its position; before: rotate, then pool")
     p.add_argument("--topk", type=int, help="Lighthouse: entries kept per level and tile budget step (k)")
     p.add_argument("--scorer", choices=list(SCORERS), help="Lighthouse: norm or dilated scorer")
+    p.add_argument("--norm", choices=list(NORMS), help="RMSNorm arithmetic: composite (separate operations) or fused")
     p.add_argument("--dense-boundary", type=int, help="layers at each end that stay dense in stage 1")
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int, help="evaluate every K steps (0: only at the switch and the end)")
@@ -129,6 +130,8 @@ def _configs_from_args(args):
         model.lighthouse.scorer = args.scorer
     if args.dense_boundary is not None:
         model.dense_boundary = args.dense_boundary
+    if args.norm is not None:
+        model.norm = args.norm
     _place_switch(args, preset.switch_at_decay, train)
     return model, train
 
@@ -312,6 +315,8 @@ def cmd_profile(args) -> int:
     _override(train, args, ("batch_size", "grad_accum", "device", "bf16", "compile"))
     if args.seq_len is not None:
         model.max_seq_len = args.seq_len
+    if args.norm is not None:
+        model.norm = args.norm
     result = profile(model, train, steps=args.steps, warmup=args.warmup, modes=args.modes)
     result.update({"commit": git_commit(), "command": shlex.join(["lighthouse-train", *args.argv]),
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
@@ -327,8 +332,8 @@ def _profile_parser(sub) -> argparse.ArgumentParser:
                         "projections, embedding, head + loss, optimizer, data, other), dense and Lighthouse mode",
         description="Build a preset's model, data and optimizer, run warm-up steps, then time --steps training "
                     "steps in each mode as a whole (tokens/s) and --steps more cut into categories whose times add "
-                    "up to the step (see lighthouse/train/profile.py). Writes OUT/<preset>[-compiled].md and .json "
-                    "and prints the markdown.")
+                    "up to the step (see lighthouse/train/profile.py). Writes "
+                    "OUT/<preset>[-compiled][-fused-norm].md and .json and prints the markdown.")
     p.add_argument("--preset", default="tiny", choices=preset_names())
     p.add_argument("--steps", type=int, default=5, help="measured steps per mode, timed whole and then profiled")
     p.add_argument("--warmup", type=int, default=2, help="warm-up steps per mode (compilation happens here)")
@@ -342,6 +347,7 @@ def _profile_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--grad-accum", type=int)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the preset's)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--norm", choices=list(NORMS), help="RMSNorm arithmetic (default: the preset's)")
     return p
 
 

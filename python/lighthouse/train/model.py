@@ -22,6 +22,10 @@ LIGHTHOUSE = "lighthouse"
 SELECTIONS = ("paper", "lagged", "causal")
 ROPE_MODES = ("pooled", "before")
 SCORERS = ("norm", "dilated")
+# RMSNorm arithmetic: "composite" squares, averages, scales and multiplies in separate fp32 operations (every run
+# before this option); "fused" is F.rms_norm, for which PyTorch has a fused CUDA kernel. On the model's fp32
+# residual stream (fp32 also under bf16 autocast) both compute the same function, rounded differently.
+NORMS = ("composite", "fused")
 
 
 @dataclasses.dataclass
@@ -55,6 +59,7 @@ class ModelConfig:
     vocab_size: int = VOCAB_SIZE
     rope_theta: float = 500000.0
     norm_eps: float = 1e-5
+    norm: str = "composite"
     # Layers at each end that stay dense in every stage (the paper keeps the first two and last two).
     dense_boundary: int = 2
     lighthouse: LighthouseSettings = dataclasses.field(default_factory=LighthouseSettings)
@@ -78,6 +83,8 @@ class ModelConfig:
             raise ValueError(f"lighthouse.scorer: expected one of {SCORERS}, got {self.lighthouse.scorer!r}")
         if self.lighthouse.topk < 1:
             raise ValueError(f"lighthouse.topk: expected at least 1, got {self.lighthouse.topk}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm: expected one of {NORMS}, got {self.norm!r}")
         if self.dense_boundary < 0:
             raise ValueError(f"dense_boundary: expected 0 or more, got {self.dense_boundary}")
 
@@ -105,12 +112,15 @@ def layer_modes(config: ModelConfig, stage: str) -> list:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, fused: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -213,9 +223,9 @@ class MLP(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.input_layernorm = RMSNorm(config.d_model, config.norm_eps)
+        self.input_layernorm = RMSNorm(config.d_model, config.norm_eps, config.norm == "fused")
         self.self_attn = Attention(config)
-        self.post_attention_layernorm = RMSNorm(config.d_model, config.norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.d_model, config.norm_eps, config.norm == "fused")
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -228,7 +238,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layers))
-        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.norm = RMSNorm(config.d_model, config.norm_eps, config.norm == "fused")
 
 
 class ByteLlama(nn.Module):

@@ -255,6 +255,7 @@ def profile(model_config, train_config, steps: int = 5, warmup: int = 2, modes=M
             "grad_accum": train_config.grad_accum,
             "tokens_per_step": _tokens_per_step(trainer),
             "parameters": trainer.model.num_parameters(),
+            "norm": model_config.norm,
             "steps": steps,
             "warmup": warmup,
             "modes": {mode: _mode_profile(trainer, mode, steps, warmup, train_config.compile) for mode in modes},
@@ -277,7 +278,7 @@ def markdown(result: dict) -> str:
         f"# Training step profile: {result['preset']}, {how}",
         "",
         f"{result['device']}, {'bf16 autocast' if result['bf16'] else 'fp32'}, {result['parameters']:,} "
-        f"parameters; {result['tokens_per_step']:,} tokens per step (batch {result['batch_size']} x "
+        f"parameters, RMSNorm {result.get('norm', 'composite')}; {result['tokens_per_step']:,} tokens per step (batch {result['batch_size']} x "
         f"{result['seq_len']:,}, {result['grad_accum']} micro-batch(es)); means of {result['steps']} steps after "
         f"{result['warmup']} warm-up steps per mode.",
         "",
@@ -308,9 +309,10 @@ def markdown(result: dict) -> str:
 
 
 def write(result: dict, out: pathlib.Path) -> pathlib.Path:
-    """Write <preset>[-compiled].md and .json into the folder out; returns the markdown's path."""
+    """Write <preset>[-compiled][-fused-norm].md and .json into the folder out; returns the markdown's path."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = result["preset"] + ("-compiled" if result["compiled"] else "")
+    stem = result["preset"] + ("-compiled" if result["compiled"] else "") + (
+        "-fused-norm" if result.get("norm") == "fused" else "")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     path = out / f"{stem}.md"
     path.write_text(markdown(result))
