@@ -158,6 +158,17 @@ def _mark_switch(ax, run: dict, key: str, scale: float, color: str, label: str =
                    label=label)
 
 
+def plot_val_curves(ax, evals: list, x, color: str, label: str, lighthouse_label: str = None) -> None:
+    """A run's validation losses (nats/byte) at x(record) of its evaluation records: dense mode solid with circles,
+    Lighthouse mode (where evaluated) dashed with crosses, both in one colour."""
+    ax.plot([x(r) for r in evals], [r["val_bpb"] * LN2 for r in evals], color=color, marker="o", markersize=3,
+            label=label)
+    sparse = [r for r in evals if "val_lh_bpb" in r]
+    if sparse:
+        ax.plot([x(r) for r in sparse], [r["val_lh_bpb"] * LN2 for r in sparse], color=color, linestyle="--",
+                marker="x", markersize=3, label=lighthouse_label)
+
+
 def plot_losses(runs: list, out: pathlib.Path) -> list:
     plt = _pyplot()
     written = []
@@ -191,14 +202,8 @@ def plot_validation(runs: list, out: pathlib.Path):
     for ax, (_, key, scale, label) in zip(axes, AXES):
         for i, run in enumerate(runs):
             color = f"C{i}"
-            evals = run["evals"]
-            xs = [r[key] * scale for r in evals]
-            ax.plot(xs, [r["val_bpb"] * LN2 for r in evals], color=color, marker="o", markersize=3,
-                    label=f"{run['label']}: dense mode")
-            sparse = [r for r in evals if "val_lh_bpb" in r]
-            if sparse:
-                ax.plot([r[key] * scale for r in sparse], [r["val_lh_bpb"] * LN2 for r in sparse], color=color,
-                        linestyle="--", marker="x", markersize=3, label=f"{run['label']}: Lighthouse mode")
+            plot_val_curves(ax, run["evals"], lambda r: r[key] * scale, color, f"{run['label']}: dense mode",
+                            f"{run['label']}: Lighthouse mode")
             _mark_switch(ax, run, key, scale, color)
         ax.set_xlabel(label)
         ax.set_ylabel("validation loss (nats/byte)")

@@ -378,7 +378,7 @@ def _plotted_arms(seed_dir: pathlib.Path, plan: dict) -> list:
 def plot_validation(results: pathlib.Path, summary: dict) -> pathlib.Path:
     """One panel per seed: every arm's validation curve (levers included) over calibrated training time (dense
     mode solid, Lighthouse mode dashed, the switch dotted)."""
-    from .report import _pyplot, load_run
+    from .report import _pyplot, load_run, plot_val_curves
 
     plt = _pyplot()
     seeds = sorted(results.glob("seed*"), key=lambda d: int(d.name[len("seed"):]))
@@ -387,14 +387,8 @@ def plot_validation(results: pathlib.Path, summary: dict) -> pathlib.Path:
         for i, (arm, step_s) in enumerate(_plotted_arms(seed_dir, summary["plan"])):
             run = load_run(seed_dir / arm)
             lighthouse_steps = run["summary"]["lighthouse_steps"]
-            evals = run["evals"]
-            xs = [gpu_seconds(r["step"], lighthouse_steps, step_s) for r in evals]
-            ax.plot(xs, [r["val_bpb"] * LN2 for r in evals], color=f"C{i % 10}", marker="o", markersize=3, label=arm)
-            sparse = [r for r in evals if "val_lh_bpb" in r]
-            if sparse:
-                ax.plot([gpu_seconds(r["step"], lighthouse_steps, step_s) for r in sparse],
-                        [r["val_lh_bpb"] * LN2 for r in sparse], color=f"C{i % 10}", linestyle="--", marker="x",
-                        markersize=3)
+            plot_val_curves(ax, run["evals"], lambda r: gpu_seconds(r["step"], lighthouse_steps, step_s),
+                            f"C{i % 10}", arm)
             if 0 < lighthouse_steps < run["summary"]["step"]:
                 ax.axvline(gpu_seconds(lighthouse_steps, lighthouse_steps, step_s), color=f"C{i % 10}",
                            linestyle=":")
