@@ -5,7 +5,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -25,12 +24,6 @@ inline void check_cuda(cudaError_t status, const char* call) {
 
 // Checks that the preceding kernel launch was accepted.
 inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
-
-// Experiment switch: the kernel variant named by an environment variable (0 when unset).
-inline int variant(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::atoi(v) : 0;
-}
 
 inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 

@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
 // each thread decoding its item once per tile. Stores of consecutive x-threads
 // are consecutive 16-byte vectors. Level-l rows repeat over c_l positions of
 // the tile and hit L1. The sum is the same as above: levels 1..L in order.
-template <typename T, int W, RopeMode M, int P = 0, int G = kLevelGroup>
+template <typename T, int W, RopeMode M>
 __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm)
     gather_backward_tiled_kernel(GatherBackwardParams p, int64_t group, int items, detail::ItemLayout layout,
                                  int tile) {
@@ -154,57 +154,6 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
       const int32_t* my_slots = tile_slots + kvh * tile;
       const int64_t sel_seq = ss.seq, out_step = ds.seq * blockDim.y;
       T* out = static_cast<T*>(dst) + lighthouse::detail::at(ds, b, t0 + threadIdx.y, head) + col;
-      if constexpr (P > 0) {
-        const int by = blockDim.y;
-        for (int i = threadIdx.y; i < positions; i += by * P, out += out_step * P) {
-          float acc[P][C][W];
-#pragma unroll
-          for (int u = 0; u < P; ++u)
-#pragma unroll
-            for (int ch = 0; ch < C; ++ch)
-#pragma unroll
-              for (int j = 0; j < W; ++j) acc[u][ch][j] = 0.0f;
-          for (int l0 = 1; l0 <= g.levels; l0 += G) {
-            int32_t s[P][G];
-#pragma unroll
-            for (int u = 0; u < P; ++u)
-#pragma unroll
-              for (int k = 0; k < G; ++k)
-                s[u][k] = l0 + k <= g.levels && i + u * by < positions
-                              ? my_slots[(l0 + k - 1) * level_stride + i + u * by]
-                              : -1;
-            float x[P][G][C][W];
-#pragma unroll
-            for (int u = 0; u < P; ++u)
-#pragma unroll
-              for (int k = 0; k < G; ++k)
-                if (s[u][k] >= 0) {
-#pragma unroll
-                  for (int ch = 0; ch < C; ++ch)
-                    detail::load_row<T, W>(sel, s[u][k] * sel_seq + ch * layout.offset, x[u][k][ch]);
-                }
-#pragma unroll
-            for (int u = 0; u < P; ++u)
-#pragma unroll
-              for (int k = 0; k < G; ++k)
-                if (s[u][k] >= 0) {
-                  rotate_back_entry<W, M>(p, x[u][k], which, b, t0 + i + u * by, l0 + k, col, layout.offset);
-                  const float inv = 1.0f / static_cast<float>(g.block(l0 + k));  // exact: a power of two
-#pragma unroll
-                  for (int ch = 0; ch < C; ++ch)
-#pragma unroll
-                    for (int j = 0; j < W; ++j) acc[u][ch][j] = __fadd_rn(acc[u][ch][j], __fmul_rn(x[u][k][ch][j], inv));
-                }
-          }
-#pragma unroll
-          for (int u = 0; u < P; ++u)
-            if (i + u * by < positions) {
-#pragma unroll
-              for (int ch = 0; ch < C; ++ch) detail::store_row<T, W>(out, u * out_step + ch * layout.offset, acc[u][ch]);
-            }
-        }
-        continue;
-      }
       for (int i = threadIdx.y; i < positions; i += blockDim.y, out += out_step) {
         float acc[C][W];
 #pragma unroll
@@ -250,28 +199,9 @@ void launch(const GatherBackwardParams& p, cudaStream_t stream) {
   detail::with_plan<W>(plan, [&](auto width, auto mode) {
     constexpr int V = decltype(width)::value;
     constexpr RopeMode M = decltype(mode)::value;
-    const int variant = detail::variant("LIGHTHOUSE_VARIANT_GB");
-    if (variant == 1) {
-      detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, stream,
-                                 gather_backward_tiled_kernel<T, V, M, 1>, gather_backward_kernel<T, V, M>, p, group,
-                                 items, plan.layout);
-    } else if (variant == 2) {
-      detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, stream,
-                                 gather_backward_tiled_kernel<T, V, M, 2>, gather_backward_kernel<T, V, M>, p, group,
-                                 items, plan.layout);
-    } else if (variant == 3) {
-      detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, stream,
-                                 gather_backward_tiled_kernel<T, V, M, 2, 3>, gather_backward_kernel<T, V, M>, p, group,
-                                 items, plan.layout);
-    } else if (variant == 4) {
-      detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, stream,
-                                 gather_backward_tiled_kernel<T, V, M, 1, 3>, gather_backward_kernel<T, V, M>, p, group,
-                                 items, plan.layout);
-    } else {
-      detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, stream,
-                                 gather_backward_tiled_kernel<T, V, M>, gather_backward_kernel<T, V, M>, p, group,
-                                 items, plan.layout);
-    }
+    detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, stream,
+                               gather_backward_tiled_kernel<T, V, M>, gather_backward_kernel<T, V, M>, p, group,
+                               items, plan.layout);
   });
 }
 

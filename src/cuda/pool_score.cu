@@ -23,6 +23,7 @@ namespace hz = heuristics;
 using detail::check_launch;
 
 constexpr int kWarps = hz::kPoolThreads / 32;
+constexpr int kStagePitch = hz::kPoolChunkBytes + 16;  // +16 bytes: conflict-free 16-byte row reads
 static_assert(hz::kPoolChunkBytes % 16 == 0, "chunks are whole 16-byte vectors");
 static_assert((hz::kPoolPositions & (hz::kPoolPositions - 1)) == 0, "chunk must be a power of two");
 
@@ -34,7 +35,7 @@ static_assert((hz::kPoolPositions & (hz::kPoolPositions - 1)) == 0, "chunk must 
 // pool_rows (t0 and pool_rows multiples of block <= 32) to
 // pooled[b, t0 / block + i, head]: fp32 sums in ascending positions times the
 // exact reciprocal, as gather computes them.
-template <typename T, int W, int Chunk = hz::kPoolChunkBytes, bool Batched = false>
+template <typename T, int W>
 __device__ float warp_rows(const void* base, const Strides& st, int64_t b, int64_t t0, int rows, int64_t head,
                            int64_t dim, unsigned char* stage, bool norm, void* pooled, const Strides& ps,
                            int block, int pool_rows) {
@@ -49,44 +50,21 @@ __device__ float warp_rows(const void* base, const Strides& st, int64_t b, int64
       }
     }
   } else {
-    constexpr int kChunk = Chunk / static_cast<int>(sizeof(T));
-    constexpr int kPitch = Chunk + 16;
-    constexpr int kLoads = Chunk / 16;
+    constexpr int kChunk = hz::kPoolChunkBytes / static_cast<int>(sizeof(T));
     const float inv = pooled != nullptr ? 1.0f / static_cast<float>(block) : 0.0f;  // exact: a power of two
     for (int64_t d0 = 0; d0 < dim; d0 += kChunk) {
       const int elems = static_cast<int>(dim - d0 < kChunk ? dim - d0 : kChunk);
       const int per_row = elems / W;
-      if constexpr (Batched) {
-        uint4 v[kLoads];
-#pragma unroll
-        for (int i = 0; i < kLoads; ++i) {
-          const int q = lane + 32 * i;
-          if (q < rows * per_row) {
-            const int r = q / per_row, c = q % per_row;
-            v[i] = *reinterpret_cast<const uint4*>(static_cast<const T*>(base) +
-                                                   lighthouse::detail::at(st, b, t0 + r, head) + d0 + c * W);
-          }
-        }
-#pragma unroll
-        for (int i = 0; i < kLoads; ++i) {
-          const int q = lane + 32 * i;
-          if (q < rows * per_row) {
-            const int r = q / per_row, c = q % per_row;
-            *reinterpret_cast<uint4*>(stage + r * kPitch + c * 16) = v[i];
-          }
-        }
-      } else {
-        for (int q = lane; q < rows * per_row; q += 32) {
-          const int r = q / per_row, c = q % per_row;
-          const T* src = static_cast<const T*>(base) + lighthouse::detail::at(st, b, t0 + r, head) + d0 + c * W;
-          *reinterpret_cast<uint4*>(stage + r * kPitch + c * 16) = *reinterpret_cast<const uint4*>(src);
-        }
+      for (int q = lane; q < rows * per_row; q += 32) {
+        const int r = q / per_row, c = q % per_row;
+        const T* src = static_cast<const T*>(base) + lighthouse::detail::at(st, b, t0 + r, head) + d0 + c * W;
+        *reinterpret_cast<uint4*>(stage + r * kStagePitch + c * 16) = *reinterpret_cast<const uint4*>(src);
       }
       __syncwarp();
       if (norm && lane < rows) {
         for (int c = 0; c < per_row; ++c) {
           float x[W];
-          detail::load_row<T, W>(stage + lane * kPitch, c * W, x);
+          detail::load_row<T, W>(stage + lane * kStagePitch, c * W, x);
 #pragma unroll
           for (int j = 0; j < W; ++j) acc = __fadd_rn(acc, __fmul_rn(x[j], x[j]));
         }
@@ -98,7 +76,7 @@ __device__ float warp_rows(const void* base, const Strides& st, int64_t b, int64
           const int blk = q / elems, e = q % elems;
           float sum = 0.0f;
           for (int r = blk * block; r < (blk + 1) * block; ++r)
-            sum = __fadd_rn(sum, lighthouse::detail::load<T>(stage + r * kPitch, e));
+            sum = __fadd_rn(sum, lighthouse::detail::load<T>(stage + r * kStagePitch, e));
           lighthouse::detail::store<T>(pooled, lighthouse::detail::at(ps, b, t0 / block + blk, head) + d0 + e,
                                        __fmul_rn(sum, inv));
         }
@@ -130,21 +108,17 @@ struct PoolArgs {
   int fused_levels;  // levels 2..fused_levels are reduced in the block
 };
 
-template <typename T, int W, int Chunk = hz::kPoolChunkBytes, bool Batched = false, bool ChunkMajor = false>
+template <typename T, int W>
 __global__ void __launch_bounds__(hz::kPoolThreads) pool_base_kernel(PoolArgs a) {
   constexpr int64_t Q = hz::kPoolPositions;
-  constexpr int kPitch = Chunk + 16;
-  extern __shared__ __align__(16) unsigned char stage_all[];
+  __shared__ __align__(16) unsigned char stage[kWarps][32 * kStagePitch];
   __shared__ float buf_qk[2][Q], buf_kq[2][Q];
   const Geometry& g = a.geo;
-  const int64_t pairs = a.batch * a.kv_heads;
-  const int64_t bg = ChunkMajor ? blockIdx.x % pairs : blockIdx.x / a.chunks;
-  const int64_t chunk = ChunkMajor ? blockIdx.x / pairs : blockIdx.x % a.chunks;
+  const int64_t bg = blockIdx.x / a.chunks, chunk = blockIdx.x % a.chunks;
   const int64_t b = bg / a.kv_heads, kvh = bg % a.kv_heads;
   const int64_t p0 = chunk * Q;
   const int64_t p1 = p0 + Q < g.seq_len ? p0 + Q : g.seq_len;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  unsigned char* stage = stage_all + warp * 32 * kPitch;
   float* out_qk = a.scores_qk + bg * g.pyramid_len;
   float* out_kq = a.scores_kq + bg * g.pyramid_len;
 
@@ -158,16 +132,16 @@ __global__ void __launch_bounds__(hz::kPoolThreads) pool_base_kernel(PoolArgs a)
     float qk = 0.0f, kq = 0.0f;
     if (a.base_qk == nullptr || pool) {
       for (int64_t h = 0; h < a.group; ++h) {
-        const float n = warp_rows<T, W, Chunk, Batched>(a.q, a.qs, b, t0, rows, kvh * a.group + h, a.dim, stage,
+        const float n = warp_rows<T, W>(a.q, a.qs, b, t0, rows, kvh * a.group + h, a.dim, stage[warp],
                                         a.base_qk == nullptr, a.pooled_q, a.pqs, c_l, pool_rows);
         qk = h == 0 ? n : lighthouse::detail::max_keep(qk, n);
       }
     }
     if (a.base_kq == nullptr || pool)
-      kq = warp_rows<T, W, Chunk, Batched>(a.k, a.ks, b, t0, rows, kvh, a.dim, stage, a.base_kq == nullptr, a.pooled_k, a.pks,
+      kq = warp_rows<T, W>(a.k, a.ks, b, t0, rows, kvh, a.dim, stage[warp], a.base_kq == nullptr, a.pooled_k, a.pks,
                            c_l, pool_rows);
     if (pool)
-      warp_rows<T, W, Chunk, Batched>(a.v, a.vs, b, t0, rows, kvh, a.dim, stage, false, a.pooled_v, a.pvs, c_l, pool_rows);
+      warp_rows<T, W>(a.v, a.vs, b, t0, rows, kvh, a.dim, stage[warp], false, a.pooled_v, a.pvs, c_l, pool_rows);
     if (a.base_qk != nullptr) qk = lane < rows ? a.base_qk[bg * g.seq_len + t] : 0.0f;
     if (a.base_kq != nullptr) kq = lane < rows ? a.base_kq[bg * g.seq_len + t] : 0.0f;
     if (lane < rows) {
@@ -269,27 +243,10 @@ void launch(const PoolScoreParams& params, cudaStream_t stream) {
 
   const int64_t blocks = d.batch * d.kv_heads * a.chunks;
   if (blocks > 0x7fffffff) fail("pool_score blocks", "at most 2^31 - 1", blocks);
-  auto run = [&](auto kernel, int chunk_bytes) {
-    const size_t smem = size_t{kWarps} * 32 * (chunk_bytes + 16);
-    detail::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-                       "cudaFuncSetAttribute");
-    kernel<<<static_cast<unsigned>(blocks), hz::kPoolThreads, smem, stream>>>(a);
-  };
-  const int variant = detail::variant("LIGHTHOUSE_VARIANT_POOL");
-  if (!vec) {
-    run(pool_base_kernel<T, 1>, hz::kPoolChunkBytes);
-  } else if (variant == 1) {
-    run(pool_base_kernel<T, W, 64, false, true>, 64);
-  } else if (variant == 2) {
-    run(pool_base_kernel<T, W, 64, true, true>, 64);
-  } else if (variant == 3) {
-    run(pool_base_kernel<T, W, 128, true, true>, 128);
-  } else if (variant == 4) {
-    run(pool_base_kernel<T, W, 256, true, true>, 256);
-  } else if (variant == 5) {
-    run(pool_base_kernel<T, W, 128, true, false>, 128);
+  if (vec) {
+    pool_base_kernel<T, W><<<static_cast<unsigned>(blocks), hz::kPoolThreads, 0, stream>>>(a);
   } else {
-    run(pool_base_kernel<T, W>, hz::kPoolChunkBytes);
+    pool_base_kernel<T, 1><<<static_cast<unsigned>(blocks), hz::kPoolThreads, 0, stream>>>(a);
   }
   detail::check_launch("pool_base_kernel");
   for (int l = a.fused_levels + 1; l <= g.levels; ++l) {

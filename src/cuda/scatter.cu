@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(hz::kStreamThreads) scatter_kernel(ScatterPara
 // decoding its item once per tile. Stores of consecutive x-threads are
 // consecutive 16-byte vectors. The sum is the same as above: levels 1..L in
 // order.
-template <typename T, int W, int P = 0, int G = kLevelGroup>
+template <typename T, int W>
 __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm)
     scatter_tiled_kernel(ScatterParams p, int64_t group, int vecs, int tile) {
   extern __shared__ int32_t tile_slots[];  // [levels][kv_heads][tile]
@@ -98,44 +98,6 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
       const int32_t* my_slots = tile_slots + (h / group) * tile;
       const int64_t sel_seq = p.o_sel_strides.seq, out_step = p.out_strides.seq * blockDim.y;
       T* out = static_cast<T*>(p.out) + lighthouse::detail::at(p.out_strides, b, t0 + threadIdx.y, h) + col;
-      if constexpr (P > 0) {
-        const int by = blockDim.y;
-        for (int i = threadIdx.y; i < positions; i += by * P, out += out_step * P) {
-          float acc[P][W];
-#pragma unroll
-          for (int u = 0; u < P; ++u)
-#pragma unroll
-            for (int j = 0; j < W; ++j) acc[u][j] = 0.0f;
-          for (int l0 = 1; l0 <= g.levels; l0 += G) {
-            int32_t s[P][G];
-#pragma unroll
-            for (int u = 0; u < P; ++u)
-#pragma unroll
-              for (int k = 0; k < G; ++k)
-                s[u][k] = l0 + k <= g.levels && i + u * by < positions
-                              ? my_slots[(l0 + k - 1) * level_stride + i + u * by]
-                              : -1;
-            float x[P][G][W];
-#pragma unroll
-            for (int u = 0; u < P; ++u)
-#pragma unroll
-              for (int k = 0; k < G; ++k)
-                if (s[u][k] >= 0) detail::load_row<T, W>(o_sel, s[u][k] * sel_seq, x[u][k]);
-#pragma unroll
-            for (int u = 0; u < P; ++u)
-#pragma unroll
-              for (int k = 0; k < G; ++k)
-                if (s[u][k] >= 0) {
-#pragma unroll
-                  for (int j = 0; j < W; ++j) acc[u][j] = __fadd_rn(acc[u][j], x[u][k][j]);
-                }
-          }
-#pragma unroll
-          for (int u = 0; u < P; ++u)
-            if (i + u * by < positions) detail::store_row<T, W>(out, u * out_step, acc[u]);
-        }
-        continue;
-      }
       for (int i = threadIdx.y; i < positions; i += blockDim.y, out += out_step) {
         float acc[W];
 #pragma unroll
@@ -167,23 +129,8 @@ void launch(const ScatterParams& p, cudaStream_t stream) {
   if (row_len > 0x7fffffff) fail("heads * head_dim", "below 2^31", row_len);
   detail::with_width<W>(vec, [&](auto width) {
     constexpr int V = decltype(width)::value;
-    const int variant = detail::variant("LIGHTHOUSE_VARIANT_SCATTER");
-    if (variant == 1) {
-      detail::launch_by_position("scatter", row_len, d, p.geo.levels, stream, scatter_tiled_kernel<T, V, 1>,
-                                 scatter_kernel<T, V>, p, group, static_cast<int>(vecs));
-    } else if (variant == 2) {
-      detail::launch_by_position("scatter", row_len, d, p.geo.levels, stream, scatter_tiled_kernel<T, V, 2>,
-                                 scatter_kernel<T, V>, p, group, static_cast<int>(vecs));
-    } else if (variant == 3) {
-      detail::launch_by_position("scatter", row_len, d, p.geo.levels, stream, scatter_tiled_kernel<T, V, 2, 3>,
-                                 scatter_kernel<T, V>, p, group, static_cast<int>(vecs));
-    } else if (variant == 4) {
-      detail::launch_by_position("scatter", row_len, d, p.geo.levels, stream, scatter_tiled_kernel<T, V, 1, 3>,
-                                 scatter_kernel<T, V>, p, group, static_cast<int>(vecs));
-    } else {
-      detail::launch_by_position("scatter", row_len, d, p.geo.levels, stream, scatter_tiled_kernel<T, V>,
-                                 scatter_kernel<T, V>, p, group, static_cast<int>(vecs));
-    }
+    detail::launch_by_position("scatter", row_len, d, p.geo.levels, stream, scatter_tiled_kernel<T, V>,
+                               scatter_kernel<T, V>, p, group, static_cast<int>(vecs));
   });
 }
 
