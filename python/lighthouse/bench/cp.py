@@ -86,7 +86,7 @@ def measure_rank(point: Point, *, group, device, dtype, layer_options: dict, war
     """This rank's timings and peak memory for one point (every rank of group must call it alike)."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     q, k, v, grad_out = _inputs(point, world, rank, device, dtype, seed)
-    leaves = [t.requires_grad_() for t in (q.clone(), k.clone(), v.clone())]
+    leaves = [q.requires_grad_(), k.requires_grad_(), v.requires_grad_()]
     layout = head_layout(point.heads, point.kv_heads, world, rank)
 
     def clear_grads(index):
@@ -95,7 +95,7 @@ def measure_rank(point: Point, *, group, device, dtype, layer_options: dict, war
 
     def layer_forward(_):
         with torch.no_grad():
-            context_parallel_attention(q, k, v, group=group, check=False, **layer_options)
+            context_parallel_attention(*leaves, group=group, check=False, **layer_options)
 
     def layer_forward_backward(_):
         out = context_parallel_attention(*leaves, group=group, check=False, **layer_options)
@@ -105,21 +105,22 @@ def measure_rank(point: Point, *, group, device, dtype, layer_options: dict, war
                                   layer_options["topk"], layer_options.get("tile_budget", 128))
     scores = torch.zeros(point.batch, 1, geometry.pyramid_len, device=device)
 
-    def exchange(tensors):
-        heads = sequence_to_heads([tensors[0], copy_heads(tensors[1], layout.kv_copies),
-                                   copy_heads(tensors[2], layout.kv_copies)], group, world)
+    def exchange():
+        heads = sequence_to_heads([q, copy_heads(k, layout.kv_copies), copy_heads(v, layout.kv_copies)], group, world)
         if layout.kv_copies > 1:
             max_over_copies(scores, scores, kv_head=layout.kv_head, kv_heads=point.kv_heads, group=group)
         return heads, heads_to_sequence(heads[0], group, world)
 
     def exchange_forward(_):
         with torch.no_grad():
-            exchange((q, k, v))
+            return exchange()
+
+    # Gradients of the exchanged k and v heads, made once outside the timed runs.
+    kv_head_grads = [torch.ones_like(h) for h in exchange_forward(None)[0][1:]]
 
     def exchange_forward_backward(_):
-        heads, back = exchange(leaves)
-        torch.autograd.backward([back, heads[1], heads[2]],
-                                [grad_out, torch.ones_like(heads[1]), torch.ones_like(heads[2])])
+        heads, back = exchange()
+        torch.autograd.backward([back, *heads[1:]], [grad_out, *kv_head_grads])
 
     record = {
         "rank": rank,

@@ -13,20 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lighthouse.bench.markdown import table
+from lighthouse.bench.markdown import MISSING, gib, kilo, table
 
 MODES = {"fwd": "fwd", "fwd_bwd": "fwd+bwd"}
-
-
-def tokens(n: int) -> str:
-    for unit, factor in (("M", 2**20), ("K", 2**10)):
-        if n >= factor and n % factor == 0:
-            return f"{n // factor}{unit}"
-    return str(n)
-
-
-def _gib(value) -> str:
-    return "—" if value is None else f"{value / 2**30:.2f}"
 
 
 def launch_markdown(document: dict) -> str:
@@ -45,7 +34,7 @@ def launch_markdown(document: dict) -> str:
     rows = []
     for r in document["results"]:
         p = r["point"]
-        label = [tokens(p["seq_len"]), str(p["heads"]), str(p["kv_heads"])]
+        label = [kilo(p["seq_len"]), str(p["heads"]), str(p["kv_heads"])]
         if r["status"] != "ok":
             rows.append(label + [f"skipped: {r['reason']}"] + [""] * 6)
             continue
@@ -53,7 +42,7 @@ def launch_markdown(document: dict) -> str:
             f"{r['layer_fwd_ms']:.3f}", f"{r['layer_fwd_bwd_ms']:.3f}",
             f"{r['exchange_fwd_ms']:.3f} ({100 * r['exchange_share_fwd']:.0f}%)",
             f"{r['exchange_fwd_bwd_ms']:.3f} ({100 * r['exchange_share_fwd_bwd']:.0f}%)",
-            _gib(r["peak_extra_bytes"]), " / ".join(f"{t:.3f}" for t in r["layer_fwd_bwd_ms_per_rank"]),
+            gib(r["peak_extra_bytes"]), " / ".join(f"{t:.3f}" for t in r["layer_fwd_bwd_ms_per_rank"]),
         ])
     lines.append(table(["N", "H", "Hkv", "layer fwd (ms)", "layer fwd+bwd (ms)", "exchange fwd (ms, share)",
                         "exchange fwd+bwd (ms, share)", "peak extra (GiB)", "fwd+bwd per rank (ms)"], rows))
@@ -93,8 +82,8 @@ def write(folder: Path) -> Path:
     documents = [json.loads(path.read_text()) for path in sorted(folder.glob("cp-w*.json"))]
     if not documents:
         raise SystemExit(f"lighthouse.bench.cp: --summarize: no cp-w*.json in {folder}")
-    cell = lambda value: "—" if value is None else f"{100 * value:.0f}%"  # noqa: E731
-    rows = [[str(e["world"]), tokens(e["seq_len"]), str(e["heads"]), str(e["kv_heads"]), MODES[e["mode"]],
+    cell = lambda value: MISSING if value is None else f"{100 * value:.0f}%"  # noqa: E731
+    rows = [[str(e["world"]), kilo(e["seq_len"]), str(e["heads"]), str(e["kv_heads"]), MODES[e["mode"]],
              f"{e['ms']:.3f}", cell(e["strong"]), cell(e["weak"])] for e in efficiencies(layer_times(documents))]
     text = "\n".join([
         "# Context-parallel scaling of the Lighthouse layer",
