@@ -22,7 +22,6 @@ files of several launches into weak- and strong-scaling tables (`--summarize OUT
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shlex
@@ -241,15 +240,15 @@ def main(argv: list[str] | None = None) -> int:
             info = environment.describe(device, argv)
             launcher = f"torchrun --nproc-per-node {world} -m" if "WORLD_SIZE" in os.environ else "python -m"
             info["command"] = f"{launcher} lighthouse.bench.cp {shlex.join(argv)}".strip()
-            info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             info["gpus"] = world if device.type == "cuda" else 0
             document = {"environment": info, "world": world, "dtype": args.dtype, "layer_options": options,
                         "warmup": args.warmup, "repeats": args.repeats, "results": results}
             args.out.mkdir(parents=True, exist_ok=True)
             stem = args.out / f"cp-w{world}"
             stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
-            stem.with_suffix(".md").write_text(cp_scaling.launch_markdown(document))
-            print(cp_scaling.launch_markdown(document))
+            text = cp_scaling.launch_markdown(document)
+            stem.with_suffix(".md").write_text(text)
+            print(text)
     finally:
         if started:
             dist.destroy_process_group()

@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lighthouse.bench.markdown import MISSING, gib, kilo, table
-
-MODES = {"fwd": "fwd", "fwd_bwd": "fwd+bwd"}
+from lighthouse.bench.markdown import MISSING, MODE_TITLES, gib, kilo, table
 
 
 def launch_markdown(document: dict) -> str:
@@ -56,7 +54,7 @@ def layer_times(documents: list[dict]) -> dict:
         for r in document["results"]:
             if r["status"] == "ok":
                 p = r["point"]
-                for mode in MODES:
+                for mode in MODE_TITLES:
                     times[(r["world"], p["seq_len"], p["heads"], p["kv_heads"], mode)] = r[f"layer_{mode}_ms"]
     return times
 
@@ -83,7 +81,7 @@ def write(folder: Path) -> Path:
     if not documents:
         raise SystemExit(f"lighthouse.bench.cp: --summarize: no cp-w*.json in {folder}")
     cell = lambda value: MISSING if value is None else f"{100 * value:.0f}%"  # noqa: E731
-    rows = [[str(e["world"]), kilo(e["seq_len"]), str(e["heads"]), str(e["kv_heads"]), MODES[e["mode"]],
+    rows = [[str(e["world"]), kilo(e["seq_len"]), str(e["heads"]), str(e["kv_heads"]), MODE_TITLES[e["mode"]],
              f"{e['ms']:.3f}", cell(e["strong"]), cell(e["weak"])] for e in efficiencies(layer_times(documents))]
     text = "\n".join([
         "# Context-parallel scaling of the Lighthouse layer",
