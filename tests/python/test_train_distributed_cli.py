@@ -25,9 +25,12 @@ def _run(args, tmp_path):
     return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
-def _torchrun(processes, train_args, tmp_path):
+def _torchrun(processes, train_args, tmp_path, monitor_interval_s=None):
+    """monitor_interval_s: how often torchrun's agent polls its workers. Once it sees one fail it stops the
+    others, so a test that expects every rank's own error gives them this long to print it."""
+    monitor = [] if monitor_interval_s is None else [f"--monitor-interval={monitor_interval_s}"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "lighthouse.train", *train_args]
+               *monitor, "-m", "lighthouse.train", *train_args]
     return _run(command, tmp_path)
 
 
@@ -61,6 +64,6 @@ def test_torchrun_with_context_parallel_trains_and_rank_0_writes(tmp_path):
     (["--context-parallel", "2", "--seq-len", "255"], "--seq-len: expected a multiple of --context-parallel C = 2"),
 ], ids=["C-not-dividing-W", "N-not-divisible-by-C"])
 def test_torchrun_with_a_bad_layout_fails_on_every_rank(tmp_path, args, message):
-    result = _torchrun(2, [*TRAIN, "--out", str(tmp_path / "run"), *args], tmp_path)
+    result = _torchrun(2, [*TRAIN, "--out", str(tmp_path / "run"), *args], tmp_path, monitor_interval_s=10)
     assert result.returncode != 0
     assert result.stderr.count(f"lighthouse-train: error: {message}") == 2, result.stderr[-4000:]
