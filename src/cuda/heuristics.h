@@ -41,9 +41,14 @@ constexpr int kTiledThreads = 256;
 constexpr int kTiledMaxThreads = 256;
 constexpr int64_t kTiledMaxSharedBytes = 16 * 1024;
 constexpr int kTiledBlocksPerSm = 16;
-// __launch_bounds__ minimum resident blocks of kTiledMaxThreads threads: the
-// register cap is 65536 / (kTiledMaxThreads * kTiledMinBlocksPerSm). Measured
-// on the H200 (bench/NOTES.md): 256 x 2 beat 512 x 2 by 2% on gather_backward.
+// gather_backward's tiled kernel: __launch_bounds__ minimum resident blocks
+// of kTiledMaxThreads threads; the register cap is 65536 / (kTiledMaxThreads *
+// kTiledMinBlocksPerSm). Measured on the H200 (bench/NOTES.md): 256 x 2 beat
+// 512 x 2 by 2%; any lower cap spills.
 constexpr int kTiledMinBlocksPerSm = 2;
+// The tiled scatter's own minimum: 5 caps it at 48 registers without spills
+// (ptxas, sm_90; 52 uncapped = 4 blocks), so 5 blocks of 256 threads fit:
+// scatter 5% faster at 128K and 512K on the H200 (bench/NOTES.md).
+constexpr int kScatterTiledMinBlocksPerSm = 5;
 
 }  // namespace lighthouse::cuda::heuristics

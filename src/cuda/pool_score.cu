@@ -114,7 +114,10 @@ __global__ void __launch_bounds__(hz::kPoolThreads) pool_base_kernel(PoolArgs a)
   __shared__ __align__(16) unsigned char stage[kWarps][32 * kStagePitch];
   __shared__ float buf_qk[2][Q], buf_kq[2][Q];
   const Geometry& g = a.geo;
-  const int64_t bg = blockIdx.x / a.chunks, chunk = blockIdx.x % a.chunks;
+  // Chunk-major order: the (batch, KV head) pairs of one chunk are adjacent blocks, so the blocks
+  // resident together read whole position rows (every head's bytes) rather than one head's slice.
+  const int64_t pairs = a.batch * a.kv_heads;
+  const int64_t bg = blockIdx.x % pairs, chunk = blockIdx.x / pairs;
   const int64_t b = bg / a.kv_heads, kvh = bg % a.kv_heads;
   const int64_t p0 = chunk * Q;
   const int64_t p1 = p0 + Q < g.seq_len ? p0 + Q : g.seq_len;

@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(hz::kStreamThreads) scatter_kernel(ScatterPara
 // consecutive 16-byte vectors. The sum is the same as above: levels 1..L in
 // order.
 template <typename T, int W>
-__global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm)
+__global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kScatterTiledMinBlocksPerSm)
     scatter_tiled_kernel(ScatterParams p, int64_t group, int vecs, int tile) {
   extern __shared__ int32_t tile_slots[];  // [levels][kv_heads][tile]
   const Geometry& g = p.geo;

@@ -104,7 +104,7 @@ def test_unequal_round_counts_and_missing_files_are_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     ([], "usage:"),
-    (["no-such-revision-xyz", "OUT"], "BASE: expected a git revision"),
+    (["no-such-revision-xyz", "OUT"], "BASE: expected a git revision of"),
     (["HEAD", "OUT", "0"], "ROUNDS: expected a positive integer, got '0'"),
     (["HEAD", "OUT", "three"], "ROUNDS: expected a positive integer, got 'three'"),
 ])
