@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from lighthouse.train import kernels as kernel_profile
 from lighthouse.train import model as model_module
 from lighthouse.train import profile as profile_module
 from lighthouse.train.cli import main
@@ -95,3 +96,28 @@ def test_profile_on_cuda_times_with_events(tmp_path):
         # The probes cost host time, which the device does not wait for when it is busy: the profiled step
         # stays near the uninstrumented one (the tiny model is small: a loose bound).
         assert mode["profiled_step_ms"] < 5 * mode["step_ms"]
+
+
+@pytest.mark.gpu
+def test_kernel_profile_on_cuda_splits_the_device_time_by_family(tmp_path):
+    assert main(["profile", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--device", "cuda", "--kernels",
+                 "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "tiny.json").read_text())
+    for name, mode in result["modes"].items():
+        kernels = mode["kernels"]
+        families = kernels["families"]
+        assert kernels["steps"] == 2 and kernels["busy_ms"] > 0
+        assert sum(f["ms"] for f in families.values()) == pytest.approx(kernels["busy_ms"], rel=1e-9)
+        assert sum(f["share"] for f in families.values()) == pytest.approx(1.0, rel=1e-9)
+        assert families["attention"]["ms"] > 0 and families["gemm"]["ms"] > 0
+        # The stage kernels run in Lighthouse mode only.
+        assert ("lighthouse" in families) == (name == "lighthouse")
+        assert kernels["top"] and all(k["family"] == kernel_profile.family(k["name"]) for k in kernels["top"])
+    table = (tmp_path / "tiny.md").read_text()
+    assert "## Device time by kernel family" in table and "| lighthouse |" in table
+
+
+def test_kernel_profile_refuses_a_cpu_device(corpus, tmp_path):  # noqa: F811
+    model, train = configs(corpus, 1, 1)
+    with pytest.raises(ValueError, match="--kernels: needs a CUDA device, got cpu"):
+        profile_module.profile(model, train, steps=1, warmup=0, kernels=True)

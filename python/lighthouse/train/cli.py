@@ -317,7 +317,7 @@ def cmd_profile(args) -> int:
         model.max_seq_len = args.seq_len
     if args.norm is not None:
         model.norm = args.norm
-    result = profile(model, train, steps=args.steps, warmup=args.warmup, modes=args.modes)
+    result = profile(model, train, steps=args.steps, warmup=args.warmup, modes=args.modes, kernels=args.kernels)
     result.update({"commit": git_commit(), "command": shlex.join(["lighthouse-train", *args.argv]),
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     path = write(result, args.out)
@@ -340,6 +340,10 @@ def _profile_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", choices=["dense", "lighthouse"], default=["dense", "lighthouse"])
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (fullgraph); its forward and backward are then one category")
+    p.add_argument("--kernels", action="store_true",
+                   help="CUDA only: run --steps more steps per mode under torch.profiler and add the device time by "
+                        "kernel family (attention, Lighthouse stages, GEMM, Triton, ATen, copies; "
+                        "lighthouse/train/kernels.py): the one cut of a compiled step")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/profile"), help="output folder")
     p.add_argument("--data", nargs="+", help="corpus files (default: the preset's)")
     p.add_argument("--seq-len", type=int)

@@ -31,6 +31,7 @@ import tempfile
 
 import torch
 
+from . import kernels as kernel_profile
 from . import model as model_module
 from .model import DENSE, LIGHTHOUSE, MLP, RMSNorm
 from .timing import DeviceClock
@@ -184,8 +185,9 @@ def _leave_hook(timeline: Timeline, category: str):
     return hook
 
 
-def _mode_profile(trainer: Trainer, mode: str, steps: int, warmup: int, compiled: bool) -> dict:
-    """The uninstrumented step time and the per-category profile of one mode."""
+def _mode_profile(trainer: Trainer, mode: str, steps: int, warmup: int, compiled: bool, kernels: bool) -> dict:
+    """The uninstrumented step time and the per-category profile of one mode; with kernels, also the device
+    time by kernel family of `steps` more steps (kernels.py)."""
     clock, lr = trainer.clock, trainer.cfg.lr
     trainer.model.set_stage(mode)
     for _ in range(warmup):
@@ -195,7 +197,10 @@ def _mode_profile(trainer: Trainer, mode: str, steps: int, warmup: int, compiled
         trainer.optimize(lr)
     step_s = clock.seconds(start, clock.now()) / steps
     per_step = profiled_steps(trainer, lr, steps, model_parts=not compiled)
-    return _summary(per_step, step_s, _tokens_per_step(trainer))
+    summary = _summary(per_step, step_s, _tokens_per_step(trainer))
+    if kernels:
+        summary["kernels"] = kernel_profile.profile_kernels(trainer, lr, steps)
+    return summary
 
 
 def profiled_steps(trainer: Trainer, lr: float, steps: int, model_parts: bool) -> list:
@@ -239,12 +244,15 @@ def _summary(per_step: list, step_s: float, tokens: int) -> dict:
             "categories": categories}
 
 
-def profile(model_config, train_config, steps: int = 5, warmup: int = 2, modes=MODES) -> dict:
-    """Profile the step of these configurations in each of modes (``train_config.compile`` compiles the model)."""
+def profile(model_config, train_config, steps: int = 5, warmup: int = 2, modes=MODES, kernels: bool = False) -> dict:
+    """Profile the step of these configurations in each of modes (``train_config.compile`` compiles the model;
+    kernels adds the device time by kernel family, CUDA only)."""
     if steps < 1 or warmup < 0:
         raise ValueError(f"profile: expected --steps >= 1 and --warmup >= 0, got {steps} and {warmup}")
     with tempfile.TemporaryDirectory(prefix="lighthouse-profile-") as scratch:
         trainer = Trainer(scratch, model_config, train_config)
+        if kernels:
+            kernel_profile.require_cuda(trainer.device)
         result = {
             "preset": train_config.name,
             "device": _device_name(trainer.device),
@@ -258,7 +266,8 @@ def profile(model_config, train_config, steps: int = 5, warmup: int = 2, modes=M
             "norm": model_config.norm,
             "steps": steps,
             "warmup": warmup,
-            "modes": {mode: _mode_profile(trainer, mode, steps, warmup, train_config.compile) for mode in modes},
+            "modes": {mode: _mode_profile(trainer, mode, steps, warmup, train_config.compile, kernels)
+                      for mode in modes},
         }
     if set(MODES) <= set(result["modes"]):
         result["lighthouse_speedup"] = result["modes"][DENSE]["step_ms"] / result["modes"][LIGHTHOUSE]["step_ms"]
@@ -305,6 +314,7 @@ def markdown(result: dict) -> str:
     lines.append("| **step** | " + " | ".join(f"**{r['profiled_step_ms']:.2f}** | 100% | " for r in runs) + " |")
     lines += ["", "Categories (each includes its backward; they add up to the profiled step, see profile.py):", ""]
     lines += [f"* {category}: {CATEGORIES[category]}" for category in present]
+    lines += kernel_profile.markdown(result["modes"])
     return "\n".join(lines) + "\n"
 
 

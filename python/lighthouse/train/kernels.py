@@ -1,0 +1,121 @@
+"""Device time of a training step by kernel family (``lighthouse-train profile --kernels``).
+
+The probe categories of profile.py cannot split a compiled step: torch.compile fuses the model into one graph
+whose kernels mix them. The kernels the device ran can still be told apart by name, in every mode: the SDPA
+kernels, the Lighthouse stage kernels, the matrix multiplies, the Triton kernels torch.compile generates, and
+ATen's own. Here the trainer's step runs under torch.profiler (CUDA activity only) and every kernel, copy and
+fill is summed into its family: milliseconds per step and share of the device's busy time, and the kernels
+that took the most time.
+
+The busy time is the sum of the kernels' durations; the step's wall time beside it (CUDA events, the steps
+queued back to back as training queues them) tells how much of the step the device waited for the host.
+"""
+
+import torch
+
+# Families in the order they are tested: the first whose pattern a kernel's name holds takes it.
+FAMILIES = {
+    "lighthouse": ("Lighthouse stage kernels: pool_score, select, gather, scatter and their backward",
+                   ("lighthouse::",)),
+    # Triton kernels are named after the operations they fuse (a transpose feeding SDPA can carry
+    # "attention" in its name), so they are told apart before the names of library kernels.
+    "triton": ("Triton kernels torch.compile generates: fused norms, RoPE, SiLU, residuals, loss pieces",
+               ("triton_",)),
+    "attention": ("SDPA kernels: flash, cuDNN and memory-efficient attention, forward and backward",
+                  ("flash", "fmha", "sdpa", "attention", "attn")),
+    "gemm": ("matrix multiplies (cuBLAS, CUTLASS): projections, MLP, LM head",
+             ("gemm", "nvjet", "xmma", "cutlass", "cublas", "wgmma")),
+    "copy": ("memory copies and fills", ("memcpy", "memset")),
+    "aten": ("ATen's own element-wise, reduction, indexing and sort kernels", ("at::", "at_cuda_detail", "cub::")),
+    "other": ("every kernel no pattern above matches", ()),
+}
+TOP_KERNELS = 10
+
+
+def family(name: str) -> str:
+    """The family of a kernel from its (demangled) name."""
+    lowered = name.lower()
+    for key, (_, patterns) in FAMILIES.items():
+        if any(p.lower() in lowered for p in patterns):
+            return key
+    return "other"
+
+
+def kernel_times(prof) -> list:
+    """(name, microseconds) of every device activity a torch.profiler run recorded."""
+    from torch.autograd import DeviceType
+
+    return [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+
+
+def summarize(times: list, steps: int, wall_ms: float) -> dict:
+    """Per-step milliseconds and shares by family, and the top kernels by time, from (name, us) pairs."""
+    if steps < 1:
+        raise ValueError(f"kernel profile: expected steps >= 1, got {steps}")
+    families, kernels = {}, {}
+    for name, us in times:
+        key = family(name)
+        families[key] = families.get(key, 0.0) + us
+        entry = kernels.setdefault(name, [0.0, 0])
+        entry[0] += us
+        entry[1] += 1
+    busy_us = sum(families.values())
+    top = sorted(kernels.items(), key=lambda item: -item[1][0])[:TOP_KERNELS]
+    return {
+        "steps": steps,
+        "wall_ms": wall_ms,
+        "busy_ms": busy_us / 1000.0 / steps,
+        "families": {key: {"ms": us / 1000.0 / steps, "share": us / busy_us if busy_us else 0.0}
+                     for key, us in sorted(families.items(), key=lambda item: -item[1])},
+        "top": [{"name": name, "ms": us / 1000.0 / steps, "calls": calls / steps, "family": family(name)}
+                for name, (us, calls) in top],
+    }
+
+
+def require_cuda(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise ValueError(f"--kernels: needs a CUDA device, got {device}")
+
+
+def profile_kernels(trainer, lr: float, steps: int) -> dict:
+    """Run `steps` training steps of the trainer (its model in its current stage) under torch.profiler."""
+    require_cuda(trainer.device)
+    from torch.profiler import ProfilerActivity, profile
+
+    clock = trainer.clock
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        start = clock.now()
+        for _ in range(steps):
+            trainer.optimize(lr)
+        wall_ms = 1000.0 * clock.seconds(start, clock.now()) / steps
+    torch.cuda.synchronize(trainer.device)
+    return summarize(kernel_times(prof), steps, wall_ms)
+
+
+def markdown(modes: dict) -> list:
+    """Lines of the family table of every mode that has a kernel profile, then each mode's top kernels."""
+    names = [m for m in modes if "kernels" in modes[m]]
+    if not names:
+        return []
+    runs = [modes[m]["kernels"] for m in names]
+    lines = ["", "## Device time by kernel family (torch.profiler)", "",
+             f"Means of {runs[0]['steps']} more steps per mode, run under the profiler after the ones above.", "",
+             "| family | " + " | ".join(f"{m} ms | {m} share" for m in names) + " |",
+             "|---|" + "---:|---:|" * len(names)]
+    keys = [k for k in FAMILIES if any(k in r["families"] for r in runs)]
+    empty = {"ms": 0.0, "share": 0.0}
+    for key in keys:
+        cells = [r["families"].get(key, empty) for r in runs]
+        lines.append(f"| {key} | " + " | ".join(f"{c['ms']:.2f} | {100 * c['share']:.1f}%" for c in cells) + " |")
+    lines.append("| **device busy** | " + " | ".join(f"**{r['busy_ms']:.2f}** | 100%" for r in runs) + " |")
+    lines.append("| step, wall (under the profiler) | " + " | ".join(f"{r['wall_ms']:.2f} | " for r in runs) + " |")
+    lines += ["", "Families (a kernel's name decides; the first match in this order):", ""]
+    lines += [f"* {key}: {FAMILIES[key][0]}" for key in keys]
+    for mode, run in zip(names, runs):
+        lines += ["", f"Top kernels, {mode}:", "", "| kernel | family | ms per step | calls per step |",
+                  "|---|---|---:|---:|"]
+        for k in run["top"]:
+            short = k["name"] if len(k["name"]) <= 100 else k["name"][:97] + "..."
+            short = short.replace("|", "\\|")
+            lines.append(f"| `{short}` | {k['family']} | {k['ms']:.2f} | {k['calls']:.0f} |")
+    return lines

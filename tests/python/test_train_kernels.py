@@ -1,0 +1,65 @@
+"""Kernel families of the training-step profile (lighthouse/train/kernels.py): names as the CUDA profiler
+reports them, and the per-step sums. No GPU needed."""
+
+import pytest
+
+from lighthouse.train import kernels
+
+NAMES = {
+    "void lighthouse::cuda::(anonymous namespace)::scatter_tiled_kernel<lighthouse::bf16_t, 8>(...)": "lighthouse",
+    "void lighthouse::cuda::(anonymous namespace)::select_tile_kernel(lighthouse::SelectParams)": "lighthouse",
+    "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>, true>(Flash_fwd_params)":
+        "attention",
+    "void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<...>(Flash_bwd_params)": "attention",
+    "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x128x128_4x1x1_kernel0_0": "attention",
+    "fmha_cutlassF_bf16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel<...>::Params)": "attention",
+    "nvjet_tst_128x256_64x4_1x2_h_bz_coopA_TNT": "gemm",
+    "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off": "gemm",
+    "void cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_64x4_tn_align8>(...)": "gemm",
+    "triton_per_fused__to_copy_add_mean_mul_pow_rsqrt_0": "triton",
+    "triton_poi_fused__scaled_dot_product_flash_attention_transpose_3": "triton",
+    "Memset (Device)": "copy",
+    "Memcpy DtoD (Device -> Device)": "copy",
+    "void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>, ...>(...)": "aten",
+    "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, ...> >(...)": "aten",
+    "some_vendor_kernel": "other",
+}
+
+
+@pytest.mark.parametrize("name, expected", NAMES.items())
+def test_a_kernel_name_decides_its_family(name, expected):
+    assert kernels.family(name) == expected
+
+
+def test_summarize_sums_per_step_and_shares_the_busy_time():
+    times = [("triton_poi_fused_add_0", 300.0), ("nvjet_tst_a", 500.0), ("nvjet_tst_a", 700.0),
+             ("void pytorch_flash::flash_fwd_kernel<x>(p)", 2500.0), ("Memset (Device)", 0.0)]
+    summary = kernels.summarize(times, steps=2, wall_ms=2.5)
+    assert summary["busy_ms"] == pytest.approx(2.0)
+    assert summary["families"]["attention"] == {"ms": pytest.approx(1.25), "share": pytest.approx(0.625)}
+    assert summary["families"]["gemm"] == {"ms": pytest.approx(0.6), "share": pytest.approx(0.3)}
+    assert list(summary["families"])[:3] == ["attention", "gemm", "triton"]
+    top = summary["top"][1]
+    assert top == {"name": "nvjet_tst_a", "ms": pytest.approx(0.6), "calls": 1.0, "family": "gemm"}
+    assert summary["wall_ms"] == 2.5 and summary["steps"] == 2
+
+
+def test_summarize_keeps_the_largest_kernels_only():
+    times = [(f"k{i}", float(i + 1)) for i in range(kernels.TOP_KERNELS + 5)]
+    top = kernels.summarize(times, steps=1, wall_ms=1.0)["top"]
+    assert [k["name"] for k in top] == [f"k{i}" for i in range(kernels.TOP_KERNELS + 4, 4, -1)]
+
+
+def test_summarize_refuses_no_steps():
+    with pytest.raises(ValueError, match="expected steps >= 1, got 0"):
+        kernels.summarize([], steps=0, wall_ms=0.0)
+
+
+def test_markdown_tables_each_mode_and_escapes_pipes():
+    run = kernels.summarize([("nvjet_a|b", 1000.0), ("void lighthouse::cuda::gather_kernel<x>()", 1000.0)], 1, 3.0)
+    lines = kernels.markdown({"dense": {}, "lighthouse": {"kernels": run}})
+    text = "\n".join(lines)
+    assert "| lighthouse ms | lighthouse share |" in text and "dense ms" not in text
+    assert "| gemm | 1.00 | 50.0% |" in text and "| **device busy** | **2.00** | 100% |" in text
+    assert "`nvjet_a\\|b`" in text
+    assert kernels.markdown({"dense": {}}) == []
