@@ -1,8 +1,9 @@
 # cmake -DSOURCE_DIR=... -DOUTPUT=... -P WriteBuildCommit.cmake
 # Writes the commit of SOURCE_DIR to OUTPUT, touching it only on change: git's
 # HEAD when SOURCE_DIR is the top of a git checkout (not a folder inside
-# another project's checkout), else $LIGHTHOUSE_COMMIT of the build, else
-# nothing (an empty file).
+# another project's checkout), with "+uncommitted" appended when tracked files
+# differ from it (results then do not pass for the commit's), else
+# $LIGHTHOUSE_COMMIT of the build, else nothing (an empty file).
 set(commit "")
 execute_process(
   COMMAND git -C ${SOURCE_DIR} rev-parse --show-toplevel
@@ -19,6 +20,13 @@ if(status EQUAL 0)
       OUTPUT_VARIABLE commit
       OUTPUT_STRIP_TRAILING_WHITESPACE
       ERROR_QUIET)
+    execute_process(
+      COMMAND git -C ${SOURCE_DIR} diff --quiet HEAD --
+      RESULT_VARIABLE changed
+      ERROR_QUIET)
+    if(NOT commit STREQUAL "" AND NOT changed EQUAL 0)
+      string(APPEND commit "+uncommitted")
+    endif()
   endif()
 endif()
 if(commit STREQUAL "")
