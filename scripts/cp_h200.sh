@@ -20,6 +20,8 @@ python=${PYTHON:-python3}
 gpus=${GPUS:-$(nvidia-smi -L | wc -l)}
 [[ -f $data ]] || { echo "missing corpus $data (copy prose.jsonl.xz there or set DATA)" >&2; exit 2; }
 export PYTHONUNBUFFERED=1
+# Expandable segments keep the allocator from stranding memory between the benchmark's differently sized points.
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 
 for ((w = 1; w <= gpus; w *= 2)); do
   # shellcheck disable=SC2086

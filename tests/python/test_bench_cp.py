@@ -156,3 +156,23 @@ def test_single_gpu_over_nccl_measures_time_and_memory(tmp_path):
         assert r["status"] == "ok"
         assert r["peak_extra_bytes"] > 0
         assert 0 < r["exchange_fwd_bwd_ms"] and 0 < r["layer_fwd_bwd_ms"]
+
+
+def test_a_point_out_of_memory_is_skipped_and_the_next_one_measured(monkeypatch, tmp_path):
+    from lighthouse.bench import cp
+
+    measure = cp.measure_rank
+
+    def measure_or_fail(point, **kwargs):
+        if point.seq_len == 512:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 24.00 GiB.\nmore detail")
+        return measure(point, **kwargs)
+
+    monkeypatch.setattr(cp, "measure_rank", measure_or_fail)
+    assert cp.main(CLI_SMALL + ["--seq-lens", "512,256", "--heads", "2", "--kv-heads", "2", "--out",
+                                str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "cp-w1.json").read_text())["results"]
+    assert [r["status"] for r in results] == ["skipped", "ok"]
+    assert results[0]["reason"] == "out of memory on rank 0: CUDA out of memory. Tried to allocate 24.00 GiB."
+    assert results[1]["layer_fwd_bwd_ms"] > 0
+    assert "skipped: out of memory on rank 0" in (tmp_path / "cp-w1.md").read_text()

@@ -22,6 +22,7 @@ files of several launches into weak- and strong-scaling tables (`--summarize OUT
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shlex
@@ -156,6 +157,20 @@ def combine(point: Point, world: int, ranks: list[dict]) -> dict:
     return result
 
 
+def _measure_or_oom(point: Point, **kwargs) -> dict:
+    """measure_rank's record, or {"rank", "oom": the allocator's message} when the device ran out of memory.
+
+    The ranks hold equal shapes, so they run out of memory alike; the point is then recorded as skipped and
+    the benchmark goes on with the next one instead of losing every result of the launch."""
+    try:
+        return measure_rank(point, **kwargs)
+    except torch.OutOfMemoryError as error:
+        message = str(error).split("\n")[0]
+    gc.collect()  # the failed call's frames held its tensors
+    torch.cuda.empty_cache()
+    return {"rank": dist.get_rank(kwargs["group"]), "oom": message}
+
+
 def run(points: list[Point], *, group, device, dtype, layer_options, warmup, repeats) -> list[dict]:
     """Every point on every rank; rank 0 gets the combined results, the other ranks an empty list."""
     world = dist.get_world_size(group)
@@ -165,11 +180,21 @@ def run(points: list[Point], *, group, device, dtype, layer_options, warmup, rep
         if reason is not None:
             results.append({"point": asdict(point), "world": world, "status": "skipped", "reason": reason})
             continue
-        mine = measure_rank(point, group=group, device=device, dtype=dtype, layer_options=layer_options,
-                            warmup=warmup, repeats=repeats)
+        if device.type == "cuda":
+            # Hand the previous point's cached blocks back: a larger point may not reuse their sizes (4M tokens
+            # at W = 1 on an H200 ran out of memory with 42 GiB reserved by the allocator but unallocated).
+            torch.cuda.empty_cache()
+        mine = _measure_or_oom(point, group=group, device=device, dtype=dtype, layer_options=layer_options,
+                               warmup=warmup, repeats=repeats)
         gathered = [None] * world
         dist.all_gather_object(gathered, mine, group=group)
-        results.append(combine(point, world, gathered))
+        failed = [r for r in gathered if "oom" in r]
+        if failed:
+            ranks = ", ".join(str(r["rank"]) for r in failed)
+            results.append({"point": asdict(point), "world": world, "status": "skipped",
+                            "reason": f"out of memory on rank {ranks}: {failed[0]['oom']}"})
+        else:
+            results.append(combine(point, world, gathered))
     return results if dist.get_rank(group) == 0 else []
 
 
