@@ -67,9 +67,10 @@ def test_unsupported_names_each_rule():
 
 
 def _document(world, times):
-    """A launch's document with layer times {(N, Hkv): (fwd, fwd_bwd)}."""
+    """A launch's document with layer times {(N, Hkv): (fwd, fwd_bwd)}; each exchange takes a quarter of its layer."""
     results = [{"point": {"seq_len": n, "heads": 8, "kv_heads": kv, "head_dim": 128, "batch": 1}, "world": world,
-                "status": "ok", "layer_fwd_ms": f, "layer_fwd_bwd_ms": fb} for (n, kv), (f, fb) in times.items()]
+                "status": "ok", "layer_fwd_ms": f, "layer_fwd_bwd_ms": fb, "exchange_fwd_ms": f / 4,
+                "exchange_fwd_bwd_ms": fb / 4} for (n, kv), (f, fb) in times.items()]
     results.append({"point": {"seq_len": 3, "heads": 8, "kv_heads": 8, "head_dim": 128, "batch": 1},
                     "world": world, "status": "skipped", "reason": "x"})
     return {"environment": {"command": f"cmd{world}", "commit": "c", "date": "d"}, "results": results}
@@ -87,6 +88,11 @@ def test_efficiencies_match_their_definitions():
     assert got[(2048, 8, "fwd_bwd")] == (62.0 / (2 * 40.0), 30.0 / 40.0)
     assert got[(4096, 8, "fwd")] == (None, 21.0 / 30.0)  # no W = 1 time at 4096
     assert got[(2048, 2, "fwd_bwd")] == (None, None)  # no W = 1 time with Hkv = 2
+    # Against the W = 1 layer without its exchange (here three quarters of the layer).
+    bare = {(r["seq_len"], r["kv_heads"], r["mode"]): (r["strong_no_exchange"], r["weak_no_exchange"]) for r in rows}
+    assert bare[(2048, 8, "fwd")] == (0.75 * 21.0 / (2 * 12.0), 0.75 * 10.0 / 12.0)
+    assert bare[(4096, 8, "fwd_bwd")] == (None, 0.75 * 62.0 / 70.0)
+    assert bare[(2048, 2, "fwd")] == (None, None)
 
 
 def test_command_line_alone_writes_the_launch_and_the_scaling_files(tmp_path):
