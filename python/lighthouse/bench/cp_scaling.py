@@ -6,7 +6,7 @@ Efficiencies, per mode (forward; forward+backward), from the slowest rank's medi
 * weak scaling (fixed tokens per GPU, N = W * n): t(1, n) / t(W, W * n). Each rank then runs H/W heads over W * n
   positions, the work one GPU does for all H heads over n positions, so 1 means no cost from the exchange.
 Both again against the W = 1 layer time minus its exchange time, t0(1, .): with a group of one the exchanges are
-still copies and an all-to-all (more than half the layer on an H200), work that one GPU without context
+still copies and an all-to-all (45–65% of the layer on an H200), work that one GPU without context
 parallelism does not do, so t(1, .) flatters W > 1 and t0(1, .) is the baseline a user compares with.
 A cell is empty when a time it needs was not measured.
 """
