@@ -27,12 +27,18 @@ inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), ke
 
 inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
-// Blocks for a grid-stride loop over `items`: enough to fill the device,
-// never more than the items need (at least one).
-inline unsigned grid_for(int64_t items, int threads, int blocks_per_sm) {
+// Multiprocessors of the current device (the launch heuristics size grids by it).
+inline int sm_count() {
   int device = 0, sms = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
   check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  return sms;
+}
+
+// Blocks for a grid-stride loop over `items`: enough to fill the device,
+// never more than the items need (at least one).
+inline unsigned grid_for(int64_t items, int threads, int blocks_per_sm) {
+  const int sms = sm_count();
   const int64_t cap = int64_t{sms} * blocks_per_sm;
   const int64_t need = (items + threads - 1) / threads;
   const int64_t blocks = need < cap ? need : cap;
@@ -49,9 +55,7 @@ struct StreamShape {
 };
 
 inline StreamShape stream_shape(int64_t row_len, int64_t outer_y, int64_t outer_x, int threads, int blocks_per_sm) {
-  int device = 0, sms = 0;
-  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  const int sms = sm_count();
   const int64_t bx = row_len < threads ? row_len : threads;
   const int64_t by = threads / bx > 0 ? threads / bx : 1;
   const int64_t gy = outer_y < 65535 ? outer_y : 65535;
@@ -88,9 +92,7 @@ inline TiledShape tiled_shape(int64_t row_len, int64_t batch, int64_t seq_len, i
   int64_t by = hz::kTiledThreads / bx;
   if (by < 1) by = 1;
   if (by > tile) by = tile;
-  int device = 0, sms = 0;
-  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  const int sms = sm_count();
   const int64_t items = batch * ((seq_len + tile - 1) / tile);
   const int64_t cap = int64_t{sms} * hz::kTiledBlocksPerSm;
   const int64_t grid = items < cap ? items : cap;

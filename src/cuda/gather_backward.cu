@@ -107,15 +107,25 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
 // KV head; -1 where nothing covers a position) in shared memory with
 // coalesced loads, so the per-position slot lookups leave the dependent
 // global-load chain; then its x-threads cover one position's row items (as
-// in the kernel above) and its y-threads stride over the tile's positions,
-// each thread decoding its item once per tile. Stores of consecutive x-threads
-// are consecutive 16-byte vectors. Level-l rows repeat over c_l positions of
-// the tile and hit L1. The sum is the same as above: levels 1..L in order.
+// in the kernel above) and its y-threads share the tile's positions, each
+// thread decoding its item once per tile. Stores of consecutive x-threads are
+// consecutive 16-byte vectors. The sum is the same as above: levels 1..L in
+// order.
+// With rope tables, a level-l entry contributes the same values (its row
+// rotated back at its own position, times 1/c_l) to each of the c_l positions
+// it covers, so each y-thread walks a contiguous run of positions and keeps
+// the kGatherBackwardCachedLevels coarsest levels' contributions in registers
+// with the slot they came from, reusing them while the slot repeats: the
+// coarsest level covers every position, and without the reuse each of its
+// rows was loaded and rotated c_L times. Without tables the reuse saves only
+// an L1 load and its registers cost more (measured), so the positions
+// interleave over the y-threads as before.
 template <typename T, int W, RopeMode M>
 __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm)
     gather_backward_tiled_kernel(GatherBackwardParams p, int64_t group, int items, detail::ItemLayout layout,
                                  int tile) {
   constexpr int C = detail::rope_chunks<M>();
+  constexpr int K = M == RopeMode::kNone ? 0 : hz::kGatherBackwardCachedLevels;
   extern __shared__ int32_t tile_slots[];  // [levels][kv_heads][tile]
   const Geometry& g = p.geo;
   const int64_t H = p.dims.heads, kvn = p.dims.kv_heads, N = p.dims.seq_len;
@@ -124,6 +134,9 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
   const int threads = blockDim.x * blockDim.y, tid = threadIdx.y * blockDim.x + threadIdx.x;
   const int table = g.levels * static_cast<int>(kvn) * tile;
   const int level_stride = static_cast<int>(kvn) * tile;
+  // Levels first_cached..L are reused across positions (none: L + 1); level 1 never is, its entries cover one
+  // position each.
+  const int first_cached = K == 0 ? g.levels + 1 : (g.levels - K + 1 > 2 ? g.levels - K + 1 : 2);
   for (int64_t item = blockIdx.x; item < p.dims.batch * tiles; item += gridDim.x) {
     const int64_t b = item / tiles, t0 = (item % tiles) * tile;
     __syncthreads();  // the previous tile's readers are done with tile_slots
@@ -140,6 +153,9 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
     }
     __syncthreads();
     const int positions = N - t0 < tile ? static_cast<int>(N - t0) : tile;
+    const detail::PositionRun run =
+        K > 0 ? detail::position_run(positions) : detail::PositionRun{static_cast<int>(threadIdx.y), positions};
+    const int stride = K > 0 ? 1 : static_cast<int>(blockDim.y);
     for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
       const int64_t step = M == RopeMode::kPair ? layout.step : 1;  // constant 1 without pairs
       const int64_t r = inner / items, col = int64_t{inner % items} * W * step;
@@ -152,15 +168,19 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
       const Strides ds = which == 0 ? p.grad_q_strides : (which == 1 ? p.grad_k_strides : p.grad_v_strides);
       const T* sel = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, 0, head) + col;
       const int32_t* my_slots = tile_slots + kvh * tile;
-      const int64_t sel_seq = ss.seq, out_step = ds.seq * blockDim.y;
-      T* out = static_cast<T*>(dst) + lighthouse::detail::at(ds, b, t0 + threadIdx.y, head) + col;
-      for (int i = threadIdx.y; i < positions; i += blockDim.y, out += out_step) {
+      const int64_t sel_seq = ss.seq, out_step = ds.seq * stride;
+      T* out = static_cast<T*>(dst) + lighthouse::detail::at(ds, b, t0 + run.first, head) + col;
+      float cached[K > 0 ? K : 1][C][W];  // level first_cached + k's contribution, from slot cached_slot[k]
+      int32_t cached_slot[K > 0 ? K : 1];
+#pragma unroll
+      for (int k = 0; k < K; ++k) cached_slot[k] = -1;
+      for (int i = run.first; i < run.last; i += stride, out += out_step) {
         float acc[C][W];
 #pragma unroll
         for (int ch = 0; ch < C; ++ch)
 #pragma unroll
           for (int j = 0; j < W; ++j) acc[ch][j] = 0.0f;
-        for (int l = 1; l <= g.levels; ++l) {
+        for (int l = 1; l < first_cached; ++l) {
           const int32_t s = my_slots[(l - 1) * level_stride + i];
           if (s >= 0) {
             float x[C][W];
@@ -173,6 +193,28 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
 #pragma unroll
               for (int j = 0; j < W; ++j) acc[ch][j] = __fadd_rn(acc[ch][j], __fmul_rn(x[ch][j], inv));
           }
+        }
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          const int l = first_cached + k;
+          if (l > g.levels) break;
+          const int32_t s = my_slots[(l - 1) * level_stride + i];
+          if (s < 0) continue;
+          if (s != cached_slot[k]) {
+            cached_slot[k] = s;
+#pragma unroll
+            for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s * sel_seq + ch * layout.offset, cached[k][ch]);
+            rotate_back_entry<W, M>(p, cached[k], which, b, t0 + i, l, col, layout.offset);
+            const float inv = 1.0f / static_cast<float>(g.block(l));  // exact: a power of two
+#pragma unroll
+            for (int ch = 0; ch < C; ++ch)
+#pragma unroll
+              for (int j = 0; j < W; ++j) cached[k][ch][j] = __fmul_rn(cached[k][ch][j], inv);
+          }
+#pragma unroll
+          for (int ch = 0; ch < C; ++ch)
+#pragma unroll
+            for (int j = 0; j < W; ++j) acc[ch][j] = __fadd_rn(acc[ch][j], cached[k][ch][j]);
         }
 #pragma unroll
         for (int ch = 0; ch < C; ++ch) detail::store_row<T, W>(out, ch * layout.offset, acc[ch]);

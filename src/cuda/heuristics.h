@@ -13,8 +13,12 @@ constexpr int kPoolThreads = 256;
 constexpr int kPoolChunkBytes = 64;
 // Base positions one pool_score block covers (a power of two). Levels whose
 // blocks fit are max-reduced in shared memory; coarser ones in a follow-up
-// launch per level.
+// launch per level. Shorter sequences take smaller blocks, down to
+// kPoolMinPositions (a 32-row batch per warp), until the grid has
+// kPoolMinBlocksPerSm blocks per SM (two waves of the 4 that 64 registers allow).
 constexpr int64_t kPoolPositions = 1024;
+constexpr int64_t kPoolMinPositions = 32 * (kPoolThreads / 32);
+constexpr int kPoolMinBlocksPerSm = 8;
 // Threads of the follow-up level kernels.
 constexpr int kLevelThreads = 256;
 
@@ -50,5 +54,10 @@ constexpr int kTiledMinBlocksPerSm = 2;
 // (ptxas, sm_90; 52 uncapped = 4 blocks), so 5 blocks of 256 threads fit:
 // scatter 5% faster at 128K and 512K on the H200 (bench/NOTES.md).
 constexpr int kScatterTiledMinBlocksPerSm = 5;
+// gather_backward's tiled kernel with rope tables: the coarsest levels whose
+// rotated-back contribution a thread keeps in registers across the positions
+// one entry covers (2 * W floats each for rotate-half pairs: one level is what
+// fits under the 128-register cap without spills).
+constexpr int kGatherBackwardCachedLevels = 1;
 
 }  // namespace lighthouse::cuda::heuristics

@@ -1,5 +1,6 @@
-// CUDA pool_score: one pass over the base q and k. A block covers
-// kPoolPositions positions of one (batch, KV head); each warp stages 32 rows
+// CUDA pool_score: one pass over the base q and k. A block covers a chunk of
+// positions of one (batch, KV head) (pool_chunk: fewer positions when the
+// sequence is short, so the grid still fills the GPU); each warp stages 32 rows
 // of one head through shared memory with coalesced 16-byte loads, each lane
 // then sums its row's squares in ascending d (no FMA, as the CPU does). The
 // levels whose blocks fit in the chunk are max-reduced in shared memory, the
@@ -26,6 +27,8 @@ constexpr int kWarps = hz::kPoolThreads / 32;
 constexpr int kStagePitch = hz::kPoolChunkBytes + 16;  // +16 bytes: conflict-free 16-byte row reads
 static_assert(hz::kPoolChunkBytes % 16 == 0, "chunks are whole 16-byte vectors");
 static_assert((hz::kPoolPositions & (hz::kPoolPositions - 1)) == 0, "chunk must be a power of two");
+static_assert((hz::kPoolMinPositions & (hz::kPoolMinPositions - 1)) == 0 && hz::kPoolMinPositions <= hz::kPoolPositions,
+              "the smallest chunk is a power of two, at most the largest");
 
 // The calling lane's row norm (sqrt of the sum of squares in ascending d, no
 // FMA, as the CPU does) over rows [t0, t0 + rows) of `head` (rows <= 32),
@@ -104,23 +107,23 @@ struct PoolArgs {
   void* pooled_k;
   void* pooled_v;
   Strides pqs, pks, pvs;
-  int64_t chunks;    // chunks per (batch, KV head)
+  int64_t chunk;     // positions per block: a power of two, at most kPoolPositions
   int fused_levels;  // levels 2..fused_levels are reduced in the block
 };
 
 template <typename T, int W>
 __global__ void __launch_bounds__(hz::kPoolThreads) pool_base_kernel(PoolArgs a) {
-  constexpr int64_t Q = hz::kPoolPositions;
+  constexpr int64_t Q = hz::kPoolPositions;  // the largest chunk
   __shared__ __align__(16) unsigned char stage[kWarps][32 * kStagePitch];
   __shared__ float buf_qk[2][Q], buf_kq[2][Q];
   const Geometry& g = a.geo;
   // Chunk-major order: the (batch, KV head) pairs of one chunk are adjacent blocks, so the blocks
   // resident together read whole position rows (every head's bytes) rather than one head's slice.
   const int64_t pairs = a.batch * a.kv_heads;
-  const int64_t bg = blockIdx.x % pairs, chunk = blockIdx.x / pairs;
+  const int64_t bg = blockIdx.x % pairs, chunk_index = blockIdx.x / pairs;
   const int64_t b = bg / a.kv_heads, kvh = bg % a.kv_heads;
-  const int64_t p0 = chunk * Q;
-  const int64_t p1 = p0 + Q < g.seq_len ? p0 + Q : g.seq_len;
+  const int64_t p0 = chunk_index * a.chunk;
+  const int64_t p1 = p0 + a.chunk < g.seq_len ? p0 + a.chunk : g.seq_len;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float* out_qk = a.scores_qk + bg * g.pyramid_len;
   float* out_kq = a.scores_kq + bg * g.pyramid_len;
@@ -222,6 +225,20 @@ __global__ void __launch_bounds__(hz::kStreamThreads) pool_coarse_kernel(PoolSco
   }
 }
 
+// Positions per pool_base_kernel block: kPoolPositions, halved while the grid
+// would have fewer than kPoolMinBlocksPerSm blocks per SM, down to
+// kPoolMinPositions (one 32-row batch per warp). A short sequence with few KV
+// heads (64K tokens, 2 KV heads: 128 blocks of 1,024 positions on 132 SMs)
+// otherwise leaves most of the GPU idle. Levels whose blocks exceed the chunk
+// move to pool_level_kernel; the scores are the same bits either way.
+inline int64_t pool_chunk(const Dims& d) {
+  const int64_t target = int64_t{detail::sm_count()} * hz::kPoolMinBlocksPerSm;
+  int64_t chunk = hz::kPoolPositions;
+  while (chunk > hz::kPoolMinPositions && d.batch * d.kv_heads * ((d.seq_len + chunk - 1) / chunk) < target)
+    chunk /= 2;
+  return chunk;
+}
+
 template <typename T>
 void launch(const PoolScoreParams& params, cudaStream_t stream) {
   const Dims& d = params.dims;
@@ -237,14 +254,15 @@ void launch(const PoolScoreParams& params, cudaStream_t stream) {
   // The base pass makes the pooled tensors when its warps' 32-row batches hold whole coarsest blocks.
   const bool fused_pool = pooled && vec && g.block(g.levels) <= 32;
 
+  const int64_t chunk = pool_chunk(d);
   PoolArgs a{g, d.batch, d.kv_heads, d.heads / d.kv_heads, d.head_dim, params.q, params.q_strides, params.k,
              params.k_strides, params.v, params.v_strides, params.base_qk, params.base_kq, params.scores_qk,
              params.scores_kq, fused_pool ? params.pooled_q : nullptr, fused_pool ? params.pooled_k : nullptr,
              fused_pool ? params.pooled_v : nullptr, params.pooled_q_strides, params.pooled_k_strides,
-             params.pooled_v_strides, (d.seq_len + hz::kPoolPositions - 1) / hz::kPoolPositions, 1};
-  while (a.fused_levels < g.levels && g.block(a.fused_levels + 1) <= hz::kPoolPositions) ++a.fused_levels;
+             params.pooled_v_strides, chunk, 1};
+  while (a.fused_levels < g.levels && g.block(a.fused_levels + 1) <= chunk) ++a.fused_levels;
 
-  const int64_t blocks = d.batch * d.kv_heads * a.chunks;
+  const int64_t blocks = d.batch * d.kv_heads * ((d.seq_len + chunk - 1) / chunk);
   if (blocks > 0x7fffffff) fail("pool_score blocks", "at most 2^31 - 1", blocks);
   if (vec) {
     pool_base_kernel<T, W><<<static_cast<unsigned>(blocks), hz::kPoolThreads, 0, stream>>>(a);

@@ -15,6 +15,18 @@
 
 namespace lighthouse::cuda::detail {
 
+// The positions [first, last) of a tile of `positions` that the calling
+// y-thread of a tiled kernel walks: a contiguous run, so consecutive positions
+// of one thread share the coarse entries covering them.
+struct PositionRun {
+  int first, last;
+};
+__device__ __forceinline__ PositionRun position_run(int positions) {
+  const int ny = static_cast<int>(blockDim.y), run = (positions + ny - 1) / ny;
+  const int first = static_cast<int>(threadIdx.y) * run;
+  return {first < positions ? first : positions, first + run < positions ? first + run : positions};
+}
+
 // Launches tiled(args..., tile) with tiled_shape's grid, block and shared slot
 // table when a tile's table (levels x kv_heads x positions int32s) fits,
 // else plain(args...) as a grid-stride loop over (batch, positions).

@@ -64,10 +64,10 @@ __global__ void __launch_bounds__(hz::kStreamThreads) scatter_kernel(ScatterPara
 // KV head; -1 where no window covers a position) in shared memory with
 // coalesced loads, so the per-position slot lookups leave the dependent
 // global-load chain; then its x-threads cover one position's H rows of
-// vectors and its y-threads stride over the tile's positions, each thread
-// decoding its item once per tile. Stores of consecutive x-threads are
-// consecutive 16-byte vectors. The sum is the same as above: levels 1..L in
-// order.
+// vectors and each y-thread walks its own contiguous run of the tile's
+// positions (measured faster than interleaving them), decoding its item once
+// per tile. Stores of consecutive x-threads are consecutive 16-byte vectors.
+// The sum is the same as above: levels 1..L in order.
 template <typename T, int W>
 __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kScatterTiledMinBlocksPerSm)
     scatter_tiled_kernel(ScatterParams p, int64_t group, int vecs, int tile) {
@@ -91,14 +91,14 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kScatterTiledMinBloc
                           : -1;
     }
     __syncthreads();
-    const int positions = N - t0 < tile ? static_cast<int>(N - t0) : tile;
+    const detail::PositionRun run = detail::position_run(N - t0 < tile ? static_cast<int>(N - t0) : tile);
     for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
       const int64_t h = inner / vecs, col = int64_t{inner % vecs} * W;
       const T* o_sel = static_cast<const T*>(p.o_sel) + lighthouse::detail::at(p.o_sel_strides, b, 0, h) + col;
       const int32_t* my_slots = tile_slots + (h / group) * tile;
-      const int64_t sel_seq = p.o_sel_strides.seq, out_step = p.out_strides.seq * blockDim.y;
-      T* out = static_cast<T*>(p.out) + lighthouse::detail::at(p.out_strides, b, t0 + threadIdx.y, h) + col;
-      for (int i = threadIdx.y; i < positions; i += blockDim.y, out += out_step) {
+      const int64_t sel_seq = p.o_sel_strides.seq;
+      T* out = static_cast<T*>(p.out) + lighthouse::detail::at(p.out_strides, b, t0 + run.first, h) + col;
+      for (int i = run.first; i < run.last; ++i, out += p.out_strides.seq) {
         float acc[W];
 #pragma unroll
         for (int j = 0; j < W; ++j) acc[j] = 0.0f;

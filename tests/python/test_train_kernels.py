@@ -63,3 +63,20 @@ def test_markdown_tables_each_mode_and_escapes_pipes():
     assert "| gemm | 1.00 | 50.0% |" in text and "| **device busy** | **2.00** | 100% |" in text
     assert "`nvjet_a\\|b`" in text
     assert kernels.markdown({"dense": {}}) == []
+
+
+def test_stage_kernels_are_listed_with_short_names_by_time():
+    tiled = ("void lighthouse::cuda::(anonymous namespace)::gather_backward_tiled_kernel<lighthouse::bf16_t, 8, "
+             "(lighthouse::cuda::detail::RopeMode)1>(lighthouse::GatherBackwardParams, long, int, "
+             "lighthouse::cuda::detail::ItemLayout, int)")
+    select = "void lighthouse::cuda::(anonymous namespace)::select_kernel(lighthouse::SelectParams)"
+    times = [(select, 100.0), (tiled, 300.0), ("nvjet_tst_a", 900.0), (tiled, 500.0)]
+    stages = kernels.summarize(times, steps=2, wall_ms=1.0)["stages"]
+    assert stages == [
+        {"name": "gather_backward_tiled_kernel<lighthouse::bf16_t, 8, (lighthouse::cuda::detail::RopeMode)1>",
+         "ms": pytest.approx(0.4), "calls": 1.0},
+        {"name": "select_kernel", "ms": pytest.approx(0.05), "calls": 0.5},
+    ]
+    lines = "\n".join(kernels.markdown({"lighthouse": {"kernels": kernels.summarize(times, 2, 1.0)}}))
+    assert "Lighthouse stage kernels, lighthouse:" in lines and "| `select_kernel` | 0.050 | 0 |" in lines
+    assert kernels.summarize([("nvjet_tst_a", 1.0)], 1, 1.0)["stages"] == []

@@ -4,8 +4,8 @@ The probe categories of profile.py cannot split a compiled step: torch.compile f
 whose kernels mix them. The kernels the device ran can still be told apart by name, in every mode: the SDPA
 kernels, the Lighthouse stage kernels, the matrix multiplies, the Triton kernels torch.compile generates, and
 ATen's own. Here the trainer's step runs under torch.profiler (CUDA activity only) and every kernel, copy and
-fill is summed into its family: milliseconds per step and share of the device's busy time, and the kernels
-that took the most time.
+fill is summed into its family: milliseconds per step and share of the device's busy time, the kernels
+that took the most time, and every Lighthouse stage kernel (the split of the stages' time in a real step).
 
 The busy time is the sum of the kernels' durations; the step's wall time beside it (CUDA events, the steps
 queued back to back as training queues them) tells how much of the step the device waited for the host.
@@ -30,6 +30,8 @@ FAMILIES = {
     "other": ("every kernel no pattern above matches", ()),
 }
 TOP_KERNELS = 10
+# Prefix of the Lighthouse kernels' demangled names, dropped in their table.
+STAGE_PREFIX = "lighthouse::cuda::(anonymous namespace)::"
 
 
 def family(name: str) -> str:
@@ -41,6 +43,17 @@ def family(name: str) -> str:
     return "other"
 
 
+def stage_name(name: str) -> str:
+    """A Lighthouse kernel's name without its return type, namespaces and parameter list."""
+    short = name.removeprefix("void ").replace(STAGE_PREFIX, "")
+    depth = 0
+    for i in range(len(short) - 1, -1, -1) if short.endswith(")") else ():
+        depth += {")": 1, "(": -1}.get(short[i], 0)
+        if depth == 0:  # the "(" that opens the parameter list
+            return short[:i]
+    return short
+
+
 def kernel_times(prof) -> list:
     """(name, microseconds) of every device activity a torch.profiler run recorded."""
     from torch.autograd import DeviceType
@@ -49,7 +62,8 @@ def kernel_times(prof) -> list:
 
 
 def summarize(times: list, steps: int, wall_ms: float) -> dict:
-    """Per-step milliseconds and shares by family, and the top kernels by time, from (name, us) pairs."""
+    """Per-step milliseconds and shares by family, the top kernels by time and every Lighthouse stage kernel, from
+    (name, us) pairs."""
     if steps < 1:
         raise ValueError(f"kernel profile: expected steps >= 1, got {steps}")
     families, kernels = {}, {}
@@ -60,15 +74,20 @@ def summarize(times: list, steps: int, wall_ms: float) -> dict:
         entry[0] += us
         entry[1] += 1
     busy_us = sum(families.values())
-    top = sorted(kernels.items(), key=lambda item: -item[1][0])[:TOP_KERNELS]
+    ranked = sorted(kernels.items(), key=lambda item: -item[1][0])
+
+    def per_step(name, us, calls):
+        return {"name": name, "ms": us / 1000.0 / steps, "calls": calls / steps}
+
     return {
         "steps": steps,
         "wall_ms": wall_ms,
         "busy_ms": busy_us / 1000.0 / steps,
         "families": {key: {"ms": us / 1000.0 / steps, "share": us / busy_us if busy_us else 0.0}
                      for key, us in sorted(families.items(), key=lambda item: -item[1])},
-        "top": [{"name": name, "ms": us / 1000.0 / steps, "calls": calls / steps, "family": family(name)}
-                for name, (us, calls) in top],
+        "top": [{**per_step(name, us, calls), "family": family(name)} for name, (us, calls) in ranked[:TOP_KERNELS]],
+        "stages": [per_step(stage_name(name), us, calls) for name, (us, calls) in ranked
+                   if family(name) == "lighthouse"],
     }
 
 
@@ -118,4 +137,9 @@ def markdown(modes: dict) -> list:
             short = k["name"] if len(k["name"]) <= 100 else k["name"][:97] + "..."
             short = short.replace("|", "\\|")
             lines.append(f"| `{short}` | {k['family']} | {k['ms']:.2f} | {k['calls']:.0f} |")
+    for mode, run in zip(names, runs):
+        if run.get("stages"):
+            lines += ["", f"Lighthouse stage kernels, {mode}:", "", "| kernel | ms per step | calls per step |",
+                      "|---|---:|---:|"]
+            lines += [f"| `{k['name']}` | {k['ms']:.3f} | {k['calls']:.0f} |" for k in run["stages"]]
     return lines

@@ -1,7 +1,9 @@
 // Selection on the GPU equals the CPU's exactly: long sequences (N = 4M, so
 // tiles of 16K and 128K coarsest entries), deep pyramids (L = 16), a tile
 // workspace too large for shared memory, and scores full of ties, signed
-// zeros, infinities and NaNs. Also pool_score at N = 4M.
+// zeros, infinities and NaNs. Also pool_score at N = 4M and 768K (on 132 SMs
+// its blocks then cover 1,024 and 512 positions; the short shapes of the
+// other suites take 256).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -97,34 +99,37 @@ TEST(GpuSelect, TiesZerosInfinitiesAndNaNs) {
   check_select(config(2, 4, 128, 16), 1, 3, 4096 + 7, [&] { return two(rng) ? 1.0f : 0.0f; });
 }
 
-TEST(GpuPoolScore, FourMillionPositions) {
-  Shape s;
-  s.seq_len = int64_t{1} << 22;
-  s.heads = 2;
-  s.kv_heads = 1;
-  s.head_dim = 8;
-  s.topk = 2048;
-  std::mt19937_64 rng(15);
-  const lighthouse::Dims d = dims_of(s);
-  const lighthouse::Geometry g = lighthouse::Geometry::make(config_of(s), s.seq_len);
-  Tensor q(s.dtype, 1, s.seq_len, 2, 8, Layout::kSeqMajor, rng), k(s.dtype, 1, s.seq_len, 1, 8, Layout::kSeqMajor, rng);
-  q.fill_normal(rng);
-  k.fill_normal(rng);
-  q.upload();
-  k.upload();
-  Array<float> qk(g.pyramid_len), kq(g.pyramid_len);
-  lighthouse::PoolScoreParams p;
-  p.dims = d;
-  p.geo = g;
-  p.dtype = s.dtype;
-  p.q = q.host(), p.q_strides = q.strides();
-  p.k = k.host(), p.k_strides = k.strides();
-  p.scores_qk = qk.host(), p.scores_kq = kq.host();
-  lighthouse::cpu::pool_score(p);
-  p.q = q.device_ptr(), p.k = k.device_ptr();
-  p.scores_qk = qk.device(), p.scores_kq = kq.device();
-  expect_same_arrays<float>({{&qk, "scores_qk"}, {&kq, "scores_kq"}},
-                            [&] { lighthouse::cuda::pool_score(p, nullptr); });
+TEST(GpuPoolScore, LongSequences) {
+  for (const int64_t seq_len : {int64_t{1} << 22, int64_t{786432} + 7}) {
+    SCOPED_TRACE("seq_len " + std::to_string(seq_len));
+    Shape s;
+    s.seq_len = seq_len;
+    s.heads = 2;
+    s.kv_heads = 1;
+    s.head_dim = 8;
+    s.topk = 2048;
+    std::mt19937_64 rng(15);
+    const lighthouse::Dims d = dims_of(s);
+    const lighthouse::Geometry g = lighthouse::Geometry::make(config_of(s), s.seq_len);
+    Tensor q(s.dtype, 1, s.seq_len, 2, 8, Layout::kSeqMajor, rng), k(s.dtype, 1, s.seq_len, 1, 8, Layout::kSeqMajor, rng);
+    q.fill_normal(rng);
+    k.fill_normal(rng);
+    q.upload();
+    k.upload();
+    Array<float> qk(g.pyramid_len), kq(g.pyramid_len);
+    lighthouse::PoolScoreParams p;
+    p.dims = d;
+    p.geo = g;
+    p.dtype = s.dtype;
+    p.q = q.host(), p.q_strides = q.strides();
+    p.k = k.host(), p.k_strides = k.strides();
+    p.scores_qk = qk.host(), p.scores_kq = kq.host();
+    lighthouse::cpu::pool_score(p);
+    p.q = q.device_ptr(), p.k = k.device_ptr();
+    p.scores_qk = qk.device(), p.scores_kq = kq.device();
+    expect_same_arrays<float>({{&qk, "scores_qk"}, {&kq, "scores_kq"}},
+                              [&] { lighthouse::cuda::pool_score(p, nullptr); });
+  }
 }
 
 // Given base scores (the dilated scorer's path) are max-pooled as on the CPU.
