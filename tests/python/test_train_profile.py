@@ -60,9 +60,13 @@ def test_profile_command_writes_the_table_and_the_json(tmp_path, capsys):
         assert sum(e["ms"] for e in categories.values()) == pytest.approx(mode["profiled_step_ms"], rel=1e-9)
         assert sum(e["share"] for e in categories.values()) == pytest.approx(1.0, rel=1e-9)
         assert len(mode["profiled_steps_ms"]) == 1 and mode["tokens_per_s"] > 0
+        assert mode["profiled_median_ms"] == mode["profiled_steps_ms"][0]
+    assert result["lighthouse_speedup_median"] == pytest.approx(
+        result["modes"][DENSE]["profiled_median_ms"] / result["modes"][LIGHTHOUSE]["profiled_median_ms"])
     table = (tmp_path / "tiny.md").read_text()
     assert table == capsys.readouterr().out
     assert "| attention |" in table and "Lighthouse speedup over dense" in table
+    assert "| step, profiled, median (ms) |" in table and "by the medians of the profiled steps" in table
     assert f"Commit `{result['commit']}`, {result['date']}: `{result['command']}`" in table
 
 
@@ -121,3 +125,10 @@ def test_kernel_profile_refuses_a_cpu_device(corpus, tmp_path):  # noqa: F811
     model, train = configs(corpus, 1, 1)
     with pytest.raises(ValueError, match="--kernels: needs a CUDA device, got cpu"):
         profile_module.profile(model, train, steps=1, warmup=0, kernels=True)
+
+
+def test_the_median_of_the_profiled_steps_ignores_one_slow_step():
+    per_step = [{("model", False): seconds} for seconds in (0.3, 0.1, 0.1, 0.1)]
+    summary = profile_module._summary(per_step, step_s=0.1, tokens=100)
+    assert summary["profiled_step_ms"] == pytest.approx(150.0)
+    assert summary["profiled_median_ms"] == pytest.approx(100.0)
