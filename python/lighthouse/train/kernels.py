@@ -46,10 +46,12 @@ def family(name: str) -> str:
 def stage_name(name: str) -> str:
     """A Lighthouse kernel's name without its return type, namespaces and parameter list."""
     short = name.removeprefix("void ").replace(STAGE_PREFIX, "")
-    depth = 0
-    for i in range(len(short) - 1, -1, -1) if short.endswith(")") else ():
+    if not short.endswith(")"):
+        return short
+    depth = 0  # walk back from the last ")" to the "(" that opens the parameter list
+    for i in range(len(short) - 1, -1, -1):
         depth += {")": 1, "(": -1}.get(short[i], 0)
-        if depth == 0:  # the "(" that opens the parameter list
+        if depth == 0:
             return short[:i]
     return short
 
