@@ -2,7 +2,7 @@
 // tiles of 16K and 128K coarsest entries), deep pyramids (L = 16), a tile
 // workspace too large for shared memory, and scores full of ties, signed
 // zeros, infinities and NaNs. Also pool_score at N = 4M and 768K (on 132 SMs
-// its blocks then cover 1,024 and 512 positions; the short shapes of the
+// its blocks then cover 1,024, 512 and 256 positions; the short shapes of the
 // other suites take 256).
 #include <gtest/gtest.h>
 
@@ -10,6 +10,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "stage_runner.h"
 
@@ -100,23 +101,25 @@ TEST(GpuSelect, TiesZerosInfinitiesAndNaNs) {
 }
 
 TEST(GpuPoolScore, LongSequences) {
-  for (const int64_t seq_len : {int64_t{1} << 22, int64_t{786432} + 7}) {
-    SCOPED_TRACE("seq_len " + std::to_string(seq_len));
+  const std::pair<int64_t, int64_t> shapes[] = {{int64_t{1} << 22, 2}, {int64_t{1} << 22, 1}, {786432 + 7, 1}};
+  for (const auto& [seq_len, kv_heads] : shapes) {
+    SCOPED_TRACE("seq_len " + std::to_string(seq_len) + ", kv_heads " + std::to_string(kv_heads));
     Shape s;
     s.seq_len = seq_len;
-    s.heads = 2;
-    s.kv_heads = 1;
+    s.heads = 2 * kv_heads;
+    s.kv_heads = kv_heads;
     s.head_dim = 8;
     s.topk = 2048;
     std::mt19937_64 rng(15);
     const lighthouse::Dims d = dims_of(s);
     const lighthouse::Geometry g = lighthouse::Geometry::make(config_of(s), s.seq_len);
-    Tensor q(s.dtype, 1, s.seq_len, 2, 8, Layout::kSeqMajor, rng), k(s.dtype, 1, s.seq_len, 1, 8, Layout::kSeqMajor, rng);
+    Tensor q(s.dtype, 1, s.seq_len, s.heads, 8, Layout::kSeqMajor, rng);
+    Tensor k(s.dtype, 1, s.seq_len, s.kv_heads, 8, Layout::kSeqMajor, rng);
     q.fill_normal(rng);
     k.fill_normal(rng);
     q.upload();
     k.upload();
-    Array<float> qk(g.pyramid_len), kq(g.pyramid_len);
+    Array<float> qk(s.kv_heads * g.pyramid_len), kq(s.kv_heads * g.pyramid_len);
     lighthouse::PoolScoreParams p;
     p.dims = d;
     p.geo = g;
