@@ -156,6 +156,37 @@ def test_rope_reaches_the_layer_as_configured(monkeypatch):
     assert not torch.allclose(results["pooled", LIGHTHOUSE], results["pooled", DENSE])
 
 
+def test_given_rope_tables_are_used_as_computed_ones(monkeypatch):
+    """forward(rope=tables) uses the caller's tables: the same bits as tables it computes, those exact tensors in
+    the Lighthouse layers, and other tables change the result; tables of another shape are refused."""
+    calls = []
+
+    def recording(q, k, v, **options):
+        calls.append(options["rope"])
+        return model_module.dense_attention(q, k, v)
+
+    monkeypatch.setattr(lighthouse, "lighthouse_attention", recording)
+    torch.manual_seed(0)
+    tokens, targets = torch.randint(0, 256, (2, 64)), torch.randint(0, 256, (2, 64))
+    model = ByteLlama(micro_config(rope="pooled"))
+    tables = rope_tables(model.config, 64, "cpu")
+    with torch.no_grad():
+        for stage in (DENSE, LIGHTHOUSE):
+            model.set_stage(stage)
+            calls.clear()
+            given = model(tokens, targets, rope=tables)
+            assert torch.equal(given, model(tokens, targets))
+            if stage == LIGHTHOUSE:
+                assert calls[0][0] is tables[0] and calls[0][1] is tables[1]
+            shifted = rope_tables(ByteLlama(micro_config(rope="pooled", rope_theta=500.0)).config, 64, "cpu")
+            assert not torch.equal(model(tokens, targets, rope=shifted), given)
+        short = rope_tables(model.config, 32, "cpu")
+        with pytest.raises(ValueError, match=r"rope: expected cos and sin tables of shape \(64, 8\), got \(32, 8\)"):
+            model(tokens, rope=short)
+        with pytest.raises(ValueError, match=r"got \(64, 8\) and \(64, 4\)"):
+            model(tokens, rope=(tables[0], tables[1][:, :4]))
+
+
 def test_dense_forward_is_causal():
     # Only the dense stage is strictly causal: Lighthouse's top-k compares the scores of a whole
     # tile, so a later token can change which earlier entries are kept (the values still flow causally).

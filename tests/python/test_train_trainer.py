@@ -15,7 +15,7 @@ from lighthouse.train import evaluate as evaluate_module
 from lighthouse.train import model as model_module
 from lighthouse.train import trainer as trainer_module
 from lighthouse.train.leak import LeakSettings
-from lighthouse.train.model import DENSE, LIGHTHOUSE, LighthouseSettings, ModelConfig
+from lighthouse.train.model import DENSE, LIGHTHOUSE, LighthouseSettings, ModelConfig, rope_tables
 from lighthouse.train.passkey import PasskeySettings
 from lighthouse.train.retrieval import RetrievalSettings
 from lighthouse.train.trainer import TrainConfig, Trainer, learning_rate
@@ -118,6 +118,19 @@ def test_both_stages_train_with_their_attention(corpus, tmp_path, monkeypatch):
     # Each stage's running throughput is its tokens over its step time so far.
     assert records[1]["stage_tokens_per_s"] == pytest.approx(2 * 256 / (records[0]["step_s"] + records[1]["step_s"]))
     assert records[2]["stage_tokens_per_s"] == pytest.approx(records[2]["tokens_per_s"])
+
+
+def test_steps_reuse_the_trainers_rotary_tables(corpus, tmp_path, monkeypatch):
+    """The trainer makes the rotary tables of its length once and every step's forward gets those tensors."""
+    trainer = Trainer(tmp_path, *configs(corpus, 1, 1, eval_every=0))
+    expected = rope_tables(trainer.model_config, trainer.model_config.max_seq_len, trainer.device)
+    assert all(torch.equal(made, want) for made, want in zip(trainer.rope, expected))
+    given = []
+    original = trainer.forward
+    monkeypatch.setattr(trainer, "forward", lambda *a, **kw: given.append(kw["rope"]) or original(*a, **kw))
+    trainer.train_step()
+    trainer.train_step()
+    assert len(given) == 4 and all(rope is trainer.rope for rope in given)  # two micro-batches a step
 
 
 def _optimizer_snapshot(optimizer):

@@ -283,17 +283,27 @@ class ByteLlama(nn.Module):
     def attention_modes(self) -> list:
         return [layer.self_attn.mode for layer in self.model.layers]
 
-    def forward(self, tokens: torch.Tensor, targets: torch.Tensor = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor = None, rope: tuple = None) -> torch.Tensor:
         """tokens [B, N] (with a sequence shard: this rank's [B, N/C] positions) -> logits of the same positions.
 
         Given targets [B, N] (PAD where nothing is scored), the summed cross-entropy of the scored targets
         instead: the head and the loss run a chunk of positions at a time (loss.py), so the logits of the
         whole batch never exist. The rotary tables always cover the whole sequence; a sharded attention
-        takes its rows of them.
+        takes its rows of them. ``rope`` is (cos, sin) as rope_tables makes them for that length, made once
+        by a caller that runs many steps; without it they are computed here, and a compiled step then
+        recomputes the sines and cosines inside every layer's rotation kernel (the compiler fuses the
+        table's arithmetic into each consumer rather than storing it).
         """
         shard = self.sequence_shard
         length = tokens.shape[1] if shard is None else tokens.shape[1] * shard.size
-        cos, sin = rope_tables(self.config, length, tokens.device)
+        if rope is None:
+            cos, sin = rope_tables(self.config, length, tokens.device)
+        else:
+            cos, sin = rope
+            expected = (length, self.config.head_dim)
+            if tuple(cos.shape) != expected or tuple(sin.shape) != expected:
+                raise ValueError(f"rope: expected cos and sin tables of shape {expected}, got "
+                                 f"{tuple(cos.shape)} and {tuple(sin.shape)}")
         x = self.model.embed_tokens(tokens)
         for layer in self.model.layers:
             if self.activation_checkpointing and self.training:

@@ -38,7 +38,7 @@ from .data import SequenceSampler, default_corpus, load_corpus, windows_overlap
 from .evaluate import Evaluator, autocast_for
 from .export import export_hf
 from .leak import LeakSettings
-from .model import DENSE, LIGHTHOUSE, ByteLlama, ModelConfig
+from .model import DENSE, LIGHTHOUSE, ByteLlama, ModelConfig, rope_tables
 from .passkey import PasskeySettings
 from .retrieval import RetrievalSettings
 from .timing import DeviceClock
@@ -273,6 +273,12 @@ class Trainer:
         if self.parallel is not None:
             self.parallel.wrap(self.model)
         self.model.activation_checkpointing = train_config.activation_checkpointing
+        # The rotary tables of the training length, made once rather than in every step. Over a sequence
+        # shard each rank would keep the whole sequence's tables for the run (1 GiB at 1M positions and
+        # head_dim 128), so context parallelism computes them in each step instead.
+        self.rope = None
+        if self.model.sequence_shard is None:
+            self.rope = rope_tables(model_config, model_config.max_seq_len, self.device)
         # fullgraph: a graph break would cut the step into pieces run eagerly between compiled graphs. The
         # switch of stage changes the layers' attention modes, so the model compiles once for each stage.
         self.forward = torch.compile(self.model, fullgraph=True) if train_config.compile else self.model
@@ -480,7 +486,7 @@ class Trainer:
         if self.parallel is not None:
             self.parallel.sync_gradients(self.model, last)
         with autocast_for(self.device, self.bf16):
-            loss = self.forward(inputs, targets) / count
+            loss = self.forward(inputs, targets, rope=self.rope) / count
         (loss / self.cfg.grad_accum).backward()
         return loss.detach()
 
