@@ -30,6 +30,20 @@ static_assert((hz::kPoolPositions & (hz::kPoolPositions - 1)) == 0, "chunk must 
 static_assert((hz::kPoolMinPositions & (hz::kPoolMinPositions - 1)) == 0 && hz::kPoolMinPositions <= hz::kPoolPositions,
               "the smallest chunk is a power of two, at most the largest");
 
+// Elements e and e + 1 (e even) of a staged row, with one shared load when
+// T is 2 bytes wide.
+template <typename T>
+__device__ __forceinline__ void load_pair(const unsigned char* row, int e, float (&x)[2]) {
+  if constexpr (sizeof(T) == 2) {
+    const uint32_t w = *reinterpret_cast<const uint32_t*>(row + e * sizeof(T));
+    x[0] = to_float(T{static_cast<uint16_t>(w & 0xffffu)});
+    x[1] = to_float(T{static_cast<uint16_t>(w >> 16)});
+  } else {
+    x[0] = lighthouse::detail::load<T>(row, e);
+    x[1] = lighthouse::detail::load<T>(row, e + 1);
+  }
+}
+
 // The calling lane's row norm (sqrt of the sum of squares in ascending d, no
 // FMA, as the CPU does) over rows [t0, t0 + rows) of `head` (rows <= 32),
 // which the warp stages together. W > 1 uses 16-byte loads and requires
@@ -74,14 +88,22 @@ __device__ float warp_rows(const void* base, const Strides& st, int64_t b, int64
       }
       if (pooled != nullptr) {
         // block_mean's arithmetic (block_mean.cuh) over the staged rows, with
-        // 32-bit indices: this loop sits in the hot base pass.
-        for (int q = lane; q < (pool_rows / block) * elems; q += 32) {
-          const int blk = q / elems, e = q % elems;
-          float sum = 0.0f;
-          for (int r = blk * block; r < (blk + 1) * block; ++r)
-            sum = __fadd_rn(sum, lighthouse::detail::load<T>(stage + r * kStagePitch, e));
-          lighthouse::detail::store<T>(pooled, lighthouse::detail::at(ps, b, t0 / block + blk, head) + d0 + e,
-                                       __fmul_rn(sum, inv));
+        // 32-bit indices: this loop sits in the hot base pass. An item is two
+        // adjacent elements (elems is a multiple of W, so even), read by one
+        // shared load: half the loads and index arithmetic of one element each.
+        const int pairs = elems / 2;
+        for (int q = lane; q < (pool_rows / block) * pairs; q += 32) {
+          const int blk = q / pairs, e = 2 * (q % pairs);
+          float sum[2] = {0.0f, 0.0f};
+          for (int r = blk * block; r < (blk + 1) * block; ++r) {
+            float x[2];
+            load_pair<T>(stage + r * kStagePitch, e, x);
+            sum[0] = __fadd_rn(sum[0], x[0]);
+            sum[1] = __fadd_rn(sum[1], x[1]);
+          }
+          const int64_t o = lighthouse::detail::at(ps, b, t0 / block + blk, head) + d0 + e;
+          lighthouse::detail::store<T>(pooled, o, __fmul_rn(sum[0], inv));
+          lighthouse::detail::store<T>(pooled, o + 1, __fmul_rn(sum[1], inv));
         }
       }
       __syncwarp();
