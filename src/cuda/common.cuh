@@ -86,13 +86,8 @@ inline TiledShape tiled_shape(int64_t row_len, int64_t batch, int64_t seq_len, i
   TiledShape s;
   const int64_t max_tile = hz::kTiledMaxSharedBytes / (4 * (table_rows > 0 ? table_rows : 1));
   if (max_tile < 1) return s;
-  // x-threads: the widest power-of-two number of warps, at most
-  // kTiledMaxThreads, that divides the row's items rounded up to a warp, so
-  // every pass over the items keeps all x-threads busy (384 items took 256
-  // x-threads: a second pass with half of them idle).
   const int64_t rounded = (row_len + 31) / 32 * 32;
-  int64_t bx = hz::kTiledMaxThreads;
-  while (bx > 32 && rounded % bx != 0) bx /= 2;
+  const int64_t bx = rounded < hz::kTiledMaxThreads ? rounded : hz::kTiledMaxThreads;
   const int64_t tile = max_tile < hz::kTiledPositions ? max_tile : hz::kTiledPositions;
   int64_t by = hz::kTiledThreads / bx;
   if (by < 1) by = 1;

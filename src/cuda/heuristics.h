@@ -39,15 +39,12 @@ constexpr int kScatterLevelGroup = 4;
 // scatter and gather_backward, tiled fast path: a block covers a tile of
 // kTiledPositions positions (fewer when the tile's slot table, levels x
 // kv_heads x positions int32s, would pass kTiledMaxSharedBytes; no tile at
-// all falls back to the plain kernel). Block x-threads: the widest power of
-// two of warps, at most kTiledMaxThreads, dividing one position's row items
-// rounded up to a warp (so no pass over the items idles threads); y-threads
-// fill it to kTiledThreads. The grid is at most kTiledBlocksPerSm blocks per SM.
+// all falls back to the plain kernel). Block x-threads: one position's row
+// items rounded up to a warp, at most kTiledMaxThreads; y-threads fill it to
+// kTiledThreads. The grid is at most kTiledBlocksPerSm blocks per SM.
 constexpr int kTiledPositions = 64;
 constexpr int kTiledThreads = 256;
 constexpr int kTiledMaxThreads = 256;
-static_assert(kTiledMaxThreads >= 32 && (kTiledMaxThreads & (kTiledMaxThreads - 1)) == 0,
-              "x-threads halve from kTiledMaxThreads down to one warp");
 constexpr int64_t kTiledMaxSharedBytes = 16 * 1024;
 constexpr int kTiledBlocksPerSm = 16;
 // gather_backward's tiled kernel: __launch_bounds__ minimum resident blocks
