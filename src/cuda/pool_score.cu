@@ -247,6 +247,12 @@ __global__ void __launch_bounds__(hz::kStreamThreads) pool_coarse_kernel(PoolSco
   }
 }
 
+// pool_base_kernel blocks for chunks of this many positions: one per chunk of
+// every (batch, KV head).
+inline int64_t pool_blocks(const Dims& d, int64_t chunk) {
+  return d.batch * d.kv_heads * ((d.seq_len + chunk - 1) / chunk);
+}
+
 // Positions per pool_base_kernel block: kPoolPositions, halved while the grid
 // would have fewer than kPoolMinBlocksPerSm blocks per SM, down to
 // kPoolMinPositions (one 32-row batch per warp). A short sequence with few KV
@@ -256,8 +262,7 @@ __global__ void __launch_bounds__(hz::kStreamThreads) pool_coarse_kernel(PoolSco
 inline int64_t pool_chunk(const Dims& d) {
   const int64_t target = int64_t{detail::sm_count()} * hz::kPoolMinBlocksPerSm;
   int64_t chunk = hz::kPoolPositions;
-  while (chunk > hz::kPoolMinPositions && d.batch * d.kv_heads * ((d.seq_len + chunk - 1) / chunk) < target)
-    chunk /= 2;
+  while (chunk > hz::kPoolMinPositions && pool_blocks(d, chunk) < target) chunk /= 2;
   return chunk;
 }
 
@@ -284,7 +289,7 @@ void launch(const PoolScoreParams& params, cudaStream_t stream) {
              params.pooled_v_strides, chunk, 1};
   while (a.fused_levels < g.levels && g.block(a.fused_levels + 1) <= chunk) ++a.fused_levels;
 
-  const int64_t blocks = d.batch * d.kv_heads * ((d.seq_len + chunk - 1) / chunk);
+  const int64_t blocks = pool_blocks(d, chunk);
   if (blocks > 0x7fffffff) fail("pool_score blocks", "at most 2^31 - 1", blocks);
   if (vec) {
     pool_base_kernel<T, W><<<static_cast<unsigned>(blocks), hz::kPoolThreads, 0, stream>>>(a);
