@@ -9,8 +9,9 @@ import transformers
 import lighthouse
 from lighthouse.train import model as model_module
 from lighthouse.train.export import export_hf
-from lighthouse.train.model import (DENSE, LIGHTHOUSE, ByteLlama, LighthouseSettings, ModelConfig, apply_rope,
-                                    layer_modes, layer_options, rope_tables)
+from lighthouse.train.model import (DENSE, LIGHTHOUSE, MLP, Attention, ByteLlama, LighthouseSettings, ModelConfig,
+                                    apply_rope, dense_attention, layer_modes, layer_options, project_qkv,
+                                    rope_tables)
 from lighthouse.train.vocab import VOCAB_SIZE
 
 from _train_options import option_params
@@ -185,6 +186,50 @@ def test_given_rope_tables_are_used_as_computed_ones(monkeypatch):
             model(tokens, rope=short)
         with pytest.raises(ValueError, match=r"got \(64, 8\) and \(64, 4\)"):
             model(tokens, rope=(tables[0], tables[1][:, :4]))
+
+
+def _gradients(outputs, inputs):
+    """Gradients of a fixed random weighting of outputs with respect to inputs (fresh, fp64)."""
+    generator = torch.Generator().manual_seed(1)
+    total = sum((o * torch.randn(o.shape, generator=generator, dtype=o.dtype)).sum() for o in outputs)
+    return torch.autograd.grad(total, inputs)
+
+
+def test_fused_projections_compute_the_separate_linears():
+    """q/k/v and gate/up come from one GEMM over concatenated weights: the values and gradients (of the input and of
+    every weight) are those of the separate Linear layers, in their order."""
+    torch.manual_seed(0)
+    config = micro_config()
+    attention, mlp = Attention(config).double(), MLP(config).double()
+    x = torch.randn(2, 64, config.d_model, dtype=torch.float64, requires_grad=True)
+    fused = project_qkv(x, attention)
+    assert [t.shape for t in fused] == [(2, 64, 4, 8), (2, 64, 2, 8), (2, 64, 2, 8)]
+    separate = (attention.q_proj(x).view(2, 64, 4, 8), attention.k_proj(x).view(2, 64, 2, 8),
+                attention.v_proj(x).view(2, 64, 2, 8))
+    weights = [x, attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight]
+    for got, want in zip(list(fused) + list(_gradients(fused, weights)),
+                         list(separate) + list(_gradients(separate, weights))):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    weights = [x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight]
+    out = mlp(x)
+    want = mlp.down_proj(torch.nn.functional.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    for got, expected in zip(_gradients([out], weights), _gradients([want], weights)):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_dense_attention_with_kv_groups_equals_repeated_kv_heads():
+    """enable_gqa reads each KV head for its group of query heads: the same as repeating k and v per query head,
+    forward and backward (fp64)."""
+    torch.manual_seed(0)
+    q = torch.randn(2, 48, 4, 8, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(2, 48, 2, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    out = dense_attention(q, k, v)
+    heads = [t.transpose(1, 2) for t in (q, k.repeat_interleave(2, dim=2), v.repeat_interleave(2, dim=2))]
+    want = torch.nn.functional.scaled_dot_product_attention(*heads, is_causal=True).transpose(1, 2)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    for got, expected in zip(_gradients([out], [q, k, v]), _gradients([want], [q, k, v])):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_dense_forward_is_causal():

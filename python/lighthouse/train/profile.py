@@ -138,13 +138,13 @@ def _module_categories(model) -> list:
     found.append((model.model.embed_tokens, "embedding"))
     for layer in model.model.layers:
         attention = layer.self_attn
-        found += [(getattr(attention, name), "projections") for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        found.append((attention.o_proj, "projections"))
     return found
 
 
 # The functions of model.py the probes wrap (looked up by name where they are called).
-_FUNCTIONS = {"rope_tables": "rope", "apply_rope": "rope", "dense_attention": "attention",
-              "sparse_attention": "attention", "chunked_cross_entropy": "head_loss"}
+_FUNCTIONS = {"project_qkv": "projections", "rope_tables": "rope", "apply_rope": "rope",
+              "dense_attention": "attention", "sparse_attention": "attention", "chunked_cross_entropy": "head_loss"}
 
 
 @contextlib.contextmanager
