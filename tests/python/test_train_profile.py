@@ -68,6 +68,18 @@ def test_profile_command_writes_the_table_and_the_json(tmp_path, capsys):
     assert "| attention |" in table and "Lighthouse speedup over dense" in table
     assert "| step, profiled, median (ms) |" in table and "by the medians of the profiled steps" in table
     assert f"Commit `{result['commit']}`, {result['date']}: `{result['command']}`" in table
+    assert result["layers"] == 4 and result["lighthouse_layers"] == 2
+    assert "Lighthouse mode: 2 of 4 layers run Lighthouse, the others dense." in table
+
+
+def test_profile_command_takes_the_dense_boundary(tmp_path):
+    """--dense-boundary changes how many layers run Lighthouse, and the files say so in their name and text."""
+    assert main(["profile", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--seq-len", "512",
+                 "--batch-size", "1", "--device", "cpu", "--modes", "lighthouse", "--dense-boundary", "0",
+                 "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "tiny-dense-boundary-0.json").read_text())
+    assert result["lighthouse_layers"] == 4 and set(result["modes"]) == {LIGHTHOUSE}
+    assert "Lighthouse mode: 4 of 4 layers run Lighthouse" in (tmp_path / "tiny-dense-boundary-0.md").read_text()
 
 
 def test_profile_refuses_no_steps():

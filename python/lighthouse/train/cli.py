@@ -317,10 +317,12 @@ def cmd_profile(args) -> int:
         model.max_seq_len = args.seq_len
     if args.norm is not None:
         model.norm = args.norm
+    if args.dense_boundary is not None:
+        model.dense_boundary = args.dense_boundary
     result = profile(model, train, steps=args.steps, warmup=args.warmup, modes=args.modes, kernels=args.kernels)
     result.update({"commit": git_commit(), "command": shlex.join(["lighthouse-train", *args.argv]),
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-    path = write(result, args.out)
+    path = write(result, args.out, "" if args.dense_boundary is None else f"-dense-boundary-{args.dense_boundary}")
     print(path.read_text(), end="")
     print(f"written: {path} and {path.with_suffix('.json')}", file=sys.stderr)
     return 0
@@ -352,6 +354,9 @@ def _profile_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the preset's)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--norm", choices=list(NORMS), help="RMSNorm arithmetic (default: the preset's)")
+    p.add_argument("--dense-boundary", type=int,
+                   help="layers at each end that stay dense in Lighthouse mode (default: the preset's); the files "
+                        "are then named ...-dense-boundary-B")
     return p
 
 

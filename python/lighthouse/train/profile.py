@@ -35,7 +35,7 @@ import torch
 
 from . import kernels as kernel_profile
 from . import model as model_module
-from .model import DENSE, LIGHTHOUSE, MLP, RMSNorm
+from .model import DENSE, LIGHTHOUSE, MLP, RMSNorm, layer_modes
 from .timing import DeviceClock
 from .trainer import Trainer
 
@@ -266,6 +266,8 @@ def profile(model_config, train_config, steps: int = 5, warmup: int = 2, modes=M
             "tokens_per_step": _tokens_per_step(trainer),
             "parameters": trainer.model.num_parameters(),
             "norm": model_config.norm,
+            "layers": model_config.n_layers,
+            "lighthouse_layers": layer_modes(model_config, LIGHTHOUSE).count(LIGHTHOUSE),
             "steps": steps,
             "warmup": warmup,
             "modes": {mode: _mode_profile(trainer, mode, steps, warmup, train_config.compile, kernels)
@@ -297,6 +299,9 @@ def markdown(result: dict) -> str:
         f"{result['warmup']} warm-up steps per mode.",
         "",
     ]
+    if "lighthouse_layers" in result:
+        lines += [f"Lighthouse mode: {result['lighthouse_layers']} of {result['layers']} layers run Lighthouse, the "
+                  "others dense.", ""]
     if "commit" in result:
         lines += [f"Commit `{result['commit']}`, {result['date']}: `{result['command']}`", ""]
     lines += [
@@ -325,11 +330,12 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(result: dict, out: pathlib.Path) -> pathlib.Path:
-    """Write <preset>[-compiled][-fused-norm].md and .json into the folder out; returns the markdown's path."""
+def write(result: dict, out: pathlib.Path, suffix: str = "") -> pathlib.Path:
+    """Write <preset>[-compiled][-fused-norm]<suffix>.md and .json into the folder out; returns the markdown's
+    path."""
     out.mkdir(parents=True, exist_ok=True)
     stem = result["preset"] + ("-compiled" if result["compiled"] else "") + (
-        "-fused-norm" if result.get("norm") == "fused" else "")
+        "-fused-norm" if result.get("norm") == "fused" else "") + suffix
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     path = out / f"{stem}.md"
     path.write_text(markdown(result))
