@@ -235,7 +235,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # gate and up stay two GEMMs: as one, the backward's SiLU kernel writes their gradients into one buffer
-        # and reads its inputs twice, which cost more than the GEMM saved (bench/NOTES.md).
+        # and took almost twice as long, more than the GEMM saved (bench/NOTES.md).
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
