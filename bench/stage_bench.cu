@@ -116,6 +116,63 @@ double copy_gbps(int warmup, int reps) {
   return 2.0 * bytes / (ms * 1e-3) / 1e9;
 }
 
+// Read-only and write-only streams over 1 GiB, 16-byte vectors, four per
+// thread issued together. A stage that mostly writes (scatter,
+// gather_backward) or mostly reads (scatter_backward) is bounded by these,
+// not by the copy's even mix. The read kernel folds what it loads into one
+// word per thread, stored only when it equals `never`, so the loads stay.
+constexpr int kStreamVectors = 4;
+
+__global__ void read_stream(const uint4* in, int64_t n, uint32_t never, uint32_t* sink) {
+  const int64_t threads = int64_t{gridDim.x} * blockDim.x, first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  uint4 v[kStreamVectors];
+#pragma unroll
+  for (int j = 0; j < kStreamVectors; ++j) v[j] = first + j * threads < n ? in[first + j * threads] : uint4{};
+  uint32_t acc = 0;
+#pragma unroll
+  for (int j = 0; j < kStreamVectors; ++j) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
+  if (acc == never) sink[first] = acc;
+}
+
+__global__ void write_stream(uint4* out, int64_t n) {
+  const int64_t threads = int64_t{gridDim.x} * blockDim.x, first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  const uint32_t x = static_cast<uint32_t>(first) * 0x9e3779b9u;
+#pragma unroll
+  for (int j = 0; j < kStreamVectors; ++j)
+    if (first + j * threads < n) out[first + j * threads] = make_uint4(x, x + 1, x + 2, x + j);
+}
+
+struct StreamRates {
+  double read_gbps = 0.0, write_gbps = 0.0, memset_gbps = 0.0;
+};
+
+StreamRates stream_rates(int warmup, int reps) {
+  const size_t bytes = size_t{1} << 30;
+  const int64_t n = static_cast<int64_t>(bytes / 16);
+  const int threads = 256;
+  const unsigned blocks = static_cast<unsigned>((n + int64_t{threads} * kStreamVectors - 1) / (int64_t{threads} * kStreamVectors));
+  DeviceBuffer a(bytes), sink(size_t(blocks) * threads * 4);
+  randomize(a, 2);
+  StreamRates r;
+  const double read_ms = median_ms(
+      [&] {
+        read_stream<<<blocks, threads>>>(a.as<uint4>(), n, 0x5bd1e995u, sink.as<uint32_t>());
+        cuda_ok(cudaGetLastError(), "read_stream");
+      },
+      warmup, reps);
+  const double write_ms = median_ms(
+      [&] {
+        write_stream<<<blocks, threads>>>(a.as<uint4>(), n);
+        cuda_ok(cudaGetLastError(), "write_stream");
+      },
+      warmup, reps);
+  const double memset_ms = median_ms([&] { cuda_ok(cudaMemsetAsync(a.get(), 0x5a, bytes), "memset"); }, warmup, reps);
+  r.read_gbps = bytes / (read_ms * 1e-3) / 1e9;
+  r.write_gbps = bytes / (write_ms * 1e-3) / 1e9;
+  r.memset_gbps = bytes / (memset_ms * 1e-3) / 1e9;
+  return r;
+}
+
 struct Options {
   std::vector<long long> sizes{32768, 131072, 524288, 1048576};
   int reps = 30, warmup = 5;
@@ -276,10 +333,12 @@ bench::SizeResult run_size(long long n, const Options& o) {
 
   bench::SizeResult r;
   r.seq_len = n, r.kept = S, r.levels = g.levels, r.topk = g.topk;
-  auto stage = [&](const char* name, double bytes, const std::function<void()>& fn) {
+  // bytes: read and written; written: the part written (the rest is read).
+  auto stage = [&](const char* name, double bytes, double written, const std::function<void()>& fn) {
     bench::StageResult s;
     s.stage = name;
     s.bytes = bytes;
+    s.written = written;
     s.median_ms = median_ms(fn, o.warmup, o.reps);
     r.stages.push_back(s);
     return s.median_ms;
@@ -290,22 +349,24 @@ bench::SizeResult run_size(long long n, const Options& o) {
       double(B * Hkv) * 8.0 * double(g.coarsest() + (g.levels - 1) * g.pooling * g.topk) + double(B * Hkv * S) * 4 + pyr_ints;
   const double sel_out = double(qs_bytes + 2 * kvs_bytes), pooled_bytes = double(pq_bytes + 2 * pkv_bytes);
   // Forward: the fused variant (pool_score makes the pooled level-L q, k, v; gather copies them).
-  r.forward_ms += stage("pool_score+pooled", double(q_bytes + 2 * kv_bytes) + 2.0 * double(score_bytes) + pooled_bytes,
-                        [&] { lighthouse::cuda::pool_score(psf, nullptr); });
-  r.forward_ms += stage("select", select_bytes, [&] { lighthouse::cuda::select(sp, nullptr); });
+  const double score_out = 2.0 * double(score_bytes);
+  r.forward_ms += stage("pool_score+pooled", double(q_bytes + 2 * kv_bytes) + score_out + pooled_bytes,
+                        score_out + pooled_bytes, [&] { lighthouse::cuda::pool_score(psf, nullptr); });
+  r.forward_ms += stage("select", select_bytes, double(B * Hkv * S) * 4 + pyr_ints, [&] { lighthouse::cuda::select(sp, nullptr); });
   const double gather_pooled_bytes = (fine_rows + coarse_entries) * row * (group + 2) + sel_out;
-  r.forward_ms += stage("gather<-pooled", gather_pooled_bytes, [&] { lighthouse::cuda::gather(gpf, nullptr); });
-  r.forward_ms += stage("scatter", double(qs_bytes + q_bytes) + pyr_ints, [&] { lighthouse::cuda::scatter(cp, nullptr); });
-  r.backward_ms += stage("scatter_backward", window_rows * row * group + double(qs_bytes),
+  r.forward_ms += stage("gather<-pooled", gather_pooled_bytes, sel_out, [&] { lighthouse::cuda::gather(gpf, nullptr); });
+  r.forward_ms += stage("scatter", double(qs_bytes + q_bytes) + pyr_ints, double(q_bytes), [&] { lighthouse::cuda::scatter(cp, nullptr); });
+  r.backward_ms += stage("scatter_backward", window_rows * row * group + double(qs_bytes), double(qs_bytes),
                          [&] { lighthouse::cuda::scatter_backward(bp, nullptr); });
-  const double gather_backward_bytes = double(qs_bytes + 2 * kvs_bytes + q_bytes + 2 * kv_bytes) + pyr_ints;
-  r.backward_ms += stage("gather_backward", gather_backward_bytes, [&] { lighthouse::cuda::gather_backward(gb, nullptr); });
+  const double grads_out = double(q_bytes + 2 * kv_bytes);
+  const double gather_backward_bytes = double(qs_bytes + 2 * kvs_bytes) + grads_out + pyr_ints;
+  r.backward_ms += stage("gather_backward", gather_backward_bytes, grads_out, [&] { lighthouse::cuda::gather_backward(gb, nullptr); });
   // The unfused variants, for comparison (not in the sums).
-  stage("pool_score", double(q_bytes + kv_bytes) + 2.0 * double(score_bytes), [&] { lighthouse::cuda::pool_score(ps, nullptr); });
-  stage("gather", block_rows * row * (group + 2) + sel_out, [&] { lighthouse::cuda::gather(gp, nullptr); });
+  stage("pool_score", double(q_bytes + kv_bytes) + score_out, score_out, [&] { lighthouse::cuda::pool_score(ps, nullptr); });
+  stage("gather", block_rows * row * (group + 2) + sel_out, sel_out, [&] { lighthouse::cuda::gather(gp, nullptr); });
   // With RoPE fused (not in the sums): the rows above plus the table rows read.
-  stage("gather<-pooled (rope)", gather_pooled_bytes + rope_bytes, [&] { lighthouse::cuda::gather(gpf_rope, nullptr); });
-  stage("gather_backward (rope)", gather_backward_bytes + rope_bytes,
+  stage("gather<-pooled (rope)", gather_pooled_bytes + rope_bytes, sel_out, [&] { lighthouse::cuda::gather(gpf_rope, nullptr); });
+  stage("gather_backward (rope)", gather_backward_bytes + rope_bytes, grads_out,
         [&] { lighthouse::cuda::gather_backward(gb_rope, nullptr); });
   cuda_ok(cudaDeviceSynchronize(), "stages");
   return r;
@@ -336,13 +397,18 @@ int main(int argc, char** argv) {
     report.batch = 1, report.heads = o.heads, report.kv_heads = o.kv_heads, report.head_dim = o.head_dim;
     report.pooling = 4, report.reps = o.reps;
     report.copy_gbps = copy_gbps(o.warmup, o.reps);
-    std::printf("device-to-device copy: %.1f GB/s\n", report.copy_gbps);
+    const StreamRates rates = stream_rates(o.warmup, o.reps);
+    report.read_gbps = rates.read_gbps, report.write_gbps = rates.write_gbps, report.memset_gbps = rates.memset_gbps;
+    std::printf("device-to-device copy: %.1f GB/s; read-only %.1f GB/s, write-only %.1f GB/s (cudaMemset %.1f GB/s)\n",
+                report.copy_gbps, report.read_gbps, report.write_gbps, report.memset_gbps);
     for (long long n : o.sizes) {
       report.sizes.push_back(run_size(n, o));
       const bench::SizeResult& z = report.sizes.back();
       for (const auto& s : z.stages)
-        std::printf("N=%-8lld %-22s %8.3f ms %9.1f MB %7.1f GB/s %5.1f%%\n", n, s.stage.c_str(), s.median_ms, s.bytes / 1e6,
-                    s.bytes / (s.median_ms * 1e-3) / 1e9, 100.0 * s.bytes / (s.median_ms * 1e-3) / 1e9 / report.copy_gbps);
+        std::printf("N=%-8lld %-22s %8.3f ms %9.1f MB %7.1f GB/s %5.1f%% of copy %5.1f%% of floor\n", n, s.stage.c_str(),
+                    s.median_ms, s.bytes / 1e6, s.bytes / (s.median_ms * 1e-3) / 1e9,
+                    100.0 * s.bytes / (s.median_ms * 1e-3) / 1e9 / report.copy_gbps,
+                    100.0 * bench::floor_ms(report, s) / s.median_ms);
       std::printf("N=%-8lld forward %.3f ms, backward %.3f ms\n", n, z.forward_ms, z.backward_ms);
     }
     if (!o.json.empty()) bench::write_file(o.json, bench::to_json(report));
