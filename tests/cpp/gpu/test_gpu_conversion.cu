@@ -1,9 +1,9 @@
 // The 16-bit stores of the CUDA stages against the reference conversion, for
-// every float: store_row rounds with the hardware's cvt where the bits agree
-// with from_float and routes NaNs to from_float, so each of the 2^32 inputs
-// must come out with from_float's bits (a mismatch in a stage would otherwise
-// show only for the rare values random inputs never produce: ties,
-// subnormals, overflow, NaN payloads).
+// every float: store_row rounds with the hardware's cvt and puts the
+// reference's NaN bits where the input is NaN, so each of the 2^32 inputs must
+// come out with from_float's bits (a mismatch in a stage would otherwise show
+// only for values random inputs rarely produce: ties, subnormals, overflow,
+// NaN payloads).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
