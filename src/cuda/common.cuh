@@ -147,45 +147,54 @@ __device__ __forceinline__ void load_row(const void* base, int64_t i, float (&x)
   }
 }
 
-// Two floats as two 16-bit T in one word (lo in the low half), with
-// from_float's bits. From sm_80 one cvt instruction per pair rounds (ties to
-// even, subnormals kept, overflow to infinity) where from_float takes about a
-// dozen integer instructions per value, which bound the store-heavy stages;
-// the hardware writes its own NaN, so NaN halves are replaced by the
-// reference's (bf16: the float's top half, quiet bit set; f16: sign | 0x7e00)
-// with selects, not a branch. Checked against from_float for all 2^32 floats.
+// Two floats as two 16-bit T in one word (lo in the low half), rounded to
+// nearest even by from_float. From sm_80 one cvt instruction per pair does it:
+// the hardware rounds every non-NaN float as from_float does (ties to even,
+// subnormals kept, overflow to infinity), where from_float takes about a
+// dozen integer instructions per value, which bound the store-heavy stages.
+// NaNs are not routed here: the hardware writes its own NaN bits, while the
+// reference keeps the payload (store_row sends them to from_float).
 template <typename T>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+__device__ __forceinline__ uint32_t pack2_rn(float lo, float hi) {
   static_assert(sizeof(T) == 2, "16-bit types only");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   uint32_t d;
-  const uint32_t top = __byte_perm(float_bits(lo), float_bits(hi), 0x7632);  // high halves of lo, hi
-  uint32_t nan;
-  if constexpr (std::is_same_v<T, bf16_t>) {
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
-    nan = top | 0x00400040u;
-  } else {
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
-    nan = (top & 0x80008000u) | 0x7e007e00u;
-  }
-  const uint32_t mask = (lo != lo ? 0x0000ffffu : 0u) | (hi != hi ? 0xffff0000u : 0u);
-  return (d & ~mask) | (nan & mask);
+  if constexpr (std::is_same_v<T, bf16_t>) asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+  else asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+  return d;
 #else
   return static_cast<uint32_t>(from_float<T>(lo).bits) | (static_cast<uint32_t>(from_float<T>(hi).bits) << 16);
 #endif
 }
 
+// How store_row rounds floats to a 16-bit T; both give from_float's bits
+// (checked for every float). kHardware: one cvt per pair, NaNs by from_float;
+// kReference: from_float alone, about a dozen integer instructions per value.
+enum class Rounding { kHardware, kReference };
+
 // Stores W floats as T at element i of base (the counterpart of load_row).
-template <typename T, int W>
+template <typename T, int W, Rounding R = Rounding::kHardware>
 __device__ __forceinline__ void store_row(void* base, int64_t i, const float (&x)[W]) {
   if constexpr (W == 1) {
     lighthouse::detail::store<T>(base, i, x[0]);
   } else {
     uint32_t words[4];
+    if constexpr (sizeof(T) == 4) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if constexpr (sizeof(T) == 4) words[j] = float_bits(x[j]);
-      else words[j] = pack2<T>(x[2 * j], x[2 * j + 1]);
+      for (int j = 0; j < 4; ++j) words[j] = float_bits(x[j]);
+    } else {
+      bool nan = false;
+#pragma unroll
+      for (int j = 0; j < W; ++j) nan |= x[j] != x[j];
+      if (R == Rounding::kHardware && !nan) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) words[j] = pack2_rn<T>(x[2 * j], x[2 * j + 1]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          words[j] = static_cast<uint32_t>(from_float<T>(x[2 * j]).bits) |
+                     (static_cast<uint32_t>(from_float<T>(x[2 * j + 1]).bits) << 16);
+      }
     }
     *reinterpret_cast<uint4*>(static_cast<T*>(base) + i) = make_uint4(words[0], words[1], words[2], words[3]);
   }

@@ -74,9 +74,12 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
                                                                     layout.offset);
           }
         }
+        constexpr auto rounding = M != RopeMode::kNone || hz::kGatherPlainHardwareRounding ? detail::Rounding::kHardware
+                                                                                            : detail::Rounding::kReference;
 #pragma unroll
         for (int ch = 0; ch < C; ++ch)
-          detail::store_row<T, W>(dst, lighthouse::detail::at(ds, b, s, head) + col + ch * layout.offset, x[ch]);
+          detail::store_row<T, W, rounding>(dst, lighthouse::detail::at(ds, b, s, head) + col + ch * layout.offset,
+                                            x[ch]);
       }
     }
   }

@@ -1,9 +1,10 @@
 // The 16-bit stores of the CUDA stages against the reference conversion, for
-// every float: store_row rounds with the hardware's cvt and puts the
-// reference's NaN bits where the input is NaN, so each of the 2^32 inputs must
-// come out with from_float's bits (a mismatch in a stage would otherwise show
-// only for values random inputs rarely produce: ties, subnormals, overflow,
-// NaN payloads).
+// every float: store_row rounds with the hardware's cvt where the bits agree
+// with from_float and routes NaNs to from_float (Rounding::kHardware), or
+// uses from_float alone (kReference: gather without rope tables), so each of
+// the 2^32 inputs must come out with from_float's bits (a mismatch in a stage
+// would otherwise show only for the rare values random inputs never produce:
+// ties, subnormals, overflow, NaN payloads).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -26,7 +27,9 @@ struct Mismatches {
 
 // Thread i stores the 8 floats with bits 8i .. 8i + 7 through store_row into a
 // 16-byte local buffer and compares every half with from_float.
-template <typename T>
+using lighthouse::cuda::detail::Rounding;
+
+template <typename T, Rounding R>
 __global__ void store_every_float(uint64_t vectors, Mismatches* out) {
   constexpr int W = 16 / static_cast<int>(sizeof(T));
   for (uint64_t v = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; v < vectors; v += uint64_t{gridDim.x} * blockDim.x) {
@@ -34,7 +37,7 @@ __global__ void store_every_float(uint64_t vectors, Mismatches* out) {
 #pragma unroll
     for (int j = 0; j < W; ++j) x[j] = lighthouse::bits_float(static_cast<uint32_t>(v * W + j));
     uint4 stored;
-    lighthouse::cuda::detail::store_row<T, W>(&stored, 0, x);
+    lighthouse::cuda::detail::store_row<T, W, R>(&stored, 0, x);
     const uint32_t words[4] = {stored.x, stored.y, stored.z, stored.w};
 #pragma unroll
     for (int j = 0; j < W; ++j) {
@@ -48,13 +51,13 @@ __global__ void store_every_float(uint64_t vectors, Mismatches* out) {
   }
 }
 
-template <typename T>
+template <typename T, Rounding R>
 void expect_every_float_matches(const char* type) {
   gputest::DeviceBytes result(sizeof(Mismatches));
   const Mismatches none{0, ~0ull};
   result.upload(&none);
   const uint64_t vectors = (uint64_t{1} << 32) / (16 / sizeof(T));
-  store_every_float<T><<<4096, 256>>>(vectors, static_cast<Mismatches*>(result.get()));
+  store_every_float<T, R><<<4096, 256>>>(vectors, static_cast<Mismatches*>(result.get()));
   gputest::cuda_ok(cudaGetLastError(), "store_every_float");
   gputest::cuda_ok(cudaDeviceSynchronize(), "store_every_float");
   Mismatches got{};
@@ -68,8 +71,14 @@ void expect_every_float_matches(const char* type) {
   EXPECT_EQ(got.count, 0ull) << type << ": store_row differs from from_float for " << got.count << " floats" << first;
 }
 
-TEST(GpuConversion, Bf16StoresEqualFromFloatForEveryFloat) { expect_every_float_matches<bf16_t>("bf16"); }
+TEST(GpuConversion, Bf16StoresEqualFromFloatForEveryFloat) {
+  expect_every_float_matches<bf16_t, Rounding::kHardware>("bf16, hardware rounding");
+  expect_every_float_matches<bf16_t, Rounding::kReference>("bf16, reference rounding");
+}
 
-TEST(GpuConversion, F16StoresEqualFromFloatForEveryFloat) { expect_every_float_matches<f16_t>("f16"); }
+TEST(GpuConversion, F16StoresEqualFromFloatForEveryFloat) {
+  expect_every_float_matches<f16_t, Rounding::kHardware>("f16, hardware rounding");
+  expect_every_float_matches<f16_t, Rounding::kReference>("f16, reference rounding");
+}
 
 }  // namespace
