@@ -150,7 +150,8 @@ StreamRates stream_rates(int warmup, int reps) {
   const size_t bytes = size_t{1} << 30;
   const int64_t n = static_cast<int64_t>(bytes / 16);
   const int threads = 256;
-  const unsigned blocks = static_cast<unsigned>((n + int64_t{threads} * kStreamVectors - 1) / (int64_t{threads} * kStreamVectors));
+  const int64_t per_block = int64_t{threads} * kStreamVectors;
+  const unsigned blocks = static_cast<unsigned>((n + per_block - 1) / per_block);
   DeviceBuffer a(bytes), sink(size_t(blocks) * threads * 4);
   randomize(a, 2);
   StreamRates r;
@@ -352,20 +353,25 @@ bench::SizeResult run_size(long long n, const Options& o) {
   const double score_out = 2.0 * double(score_bytes);
   r.forward_ms += stage("pool_score+pooled", double(q_bytes + 2 * kv_bytes) + score_out + pooled_bytes,
                         score_out + pooled_bytes, [&] { lighthouse::cuda::pool_score(psf, nullptr); });
-  r.forward_ms += stage("select", select_bytes, double(B * Hkv * S) * 4 + pyr_ints, [&] { lighthouse::cuda::select(sp, nullptr); });
+  r.forward_ms += stage("select", select_bytes, double(B * Hkv * S) * 4 + pyr_ints,
+                        [&] { lighthouse::cuda::select(sp, nullptr); });
   const double gather_pooled_bytes = (fine_rows + coarse_entries) * row * (group + 2) + sel_out;
   r.forward_ms += stage("gather<-pooled", gather_pooled_bytes, sel_out, [&] { lighthouse::cuda::gather(gpf, nullptr); });
-  r.forward_ms += stage("scatter", double(qs_bytes + q_bytes) + pyr_ints, double(q_bytes), [&] { lighthouse::cuda::scatter(cp, nullptr); });
+  r.forward_ms += stage("scatter", double(qs_bytes + q_bytes) + pyr_ints, double(q_bytes),
+                        [&] { lighthouse::cuda::scatter(cp, nullptr); });
   r.backward_ms += stage("scatter_backward", window_rows * row * group + double(qs_bytes), double(qs_bytes),
                          [&] { lighthouse::cuda::scatter_backward(bp, nullptr); });
   const double grads_out = double(q_bytes + 2 * kv_bytes);
   const double gather_backward_bytes = double(qs_bytes + 2 * kvs_bytes) + grads_out + pyr_ints;
-  r.backward_ms += stage("gather_backward", gather_backward_bytes, grads_out, [&] { lighthouse::cuda::gather_backward(gb, nullptr); });
+  r.backward_ms += stage("gather_backward", gather_backward_bytes, grads_out,
+                         [&] { lighthouse::cuda::gather_backward(gb, nullptr); });
   // The unfused variants, for comparison (not in the sums).
-  stage("pool_score", double(q_bytes + kv_bytes) + score_out, score_out, [&] { lighthouse::cuda::pool_score(ps, nullptr); });
+  stage("pool_score", double(q_bytes + kv_bytes) + score_out, score_out,
+        [&] { lighthouse::cuda::pool_score(ps, nullptr); });
   stage("gather", block_rows * row * (group + 2) + sel_out, sel_out, [&] { lighthouse::cuda::gather(gp, nullptr); });
   // With RoPE fused (not in the sums): the rows above plus the table rows read.
-  stage("gather<-pooled (rope)", gather_pooled_bytes + rope_bytes, sel_out, [&] { lighthouse::cuda::gather(gpf_rope, nullptr); });
+  stage("gather<-pooled (rope)", gather_pooled_bytes + rope_bytes, sel_out,
+        [&] { lighthouse::cuda::gather(gpf_rope, nullptr); });
   stage("gather_backward (rope)", gather_backward_bytes + rope_bytes, grads_out,
         [&] { lighthouse::cuda::gather_backward(gb_rope, nullptr); });
   cuda_ok(cudaDeviceSynchronize(), "stages");

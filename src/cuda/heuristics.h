@@ -26,7 +26,7 @@ constexpr int kLevelThreads = 256;
 
 // gather without rope tables stores with from_float alone, not the hardware
 // rounding (same bits): on the H200 the hardware rounding made that kernel
-// 36-40% slower (ptxas then keeps two of block_mean's row loads in flight
+// 36-42% slower (ptxas then keeps two of block_mean's row loads in flight
 // instead of three), while it makes the rope instantiations 3-5% faster.
 constexpr bool kGatherPlainHardwareRounding = false;
 

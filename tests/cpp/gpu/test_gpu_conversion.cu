@@ -25,9 +25,10 @@ struct Mismatches {
   unsigned long long first;  // the smallest mismatching float's bits << 32 | what was stored (~0: none)
 };
 
+using lighthouse::cuda::detail::Rounding;
+
 // Thread i stores the 8 floats with bits 8i .. 8i + 7 through store_row into a
 // 16-byte local buffer and compares every half with from_float.
-using lighthouse::cuda::detail::Rounding;
 
 template <typename T, Rounding R>
 __global__ void store_every_float(uint64_t vectors, Mismatches* out) {
