@@ -1,8 +1,10 @@
 // lighthouse_stage_bench: times each CUDA stage with events (warm-up, then
 // the median of many runs) on random bf16 inputs at several sequence lengths,
-// after measuring the device-to-device copy bandwidth that serves as the
-// roofline. Reports per stage the median time, the bytes the stage must move,
-// the achieved GB/s and its share of the copy bandwidth, plus the forward
+// after measuring the device-to-device copy bandwidth and 1 GiB read-only and
+// write-only streams. Reports per stage the median time, the bytes the stage
+// must move (and how many of them it writes), the achieved GB/s, its share of
+// the copy bandwidth and of its floor (its reads at the read-only rate, its
+// writes at the write-only rate), plus the forward
 // (pool_score + select + gather + scatter, with pool_score making the pooled
 // level-L q, k, v that gather copies) and backward sums; the unfused
 // pool_score and gather, and gather (from pooled) and gather_backward with
