@@ -147,13 +147,19 @@ __device__ __forceinline__ void load_row(const void* base, int64_t i, float (&x)
   }
 }
 
-// Two floats as two 16-bit T in one word (lo in the low half), rounded to
-// nearest even by from_float. From sm_80 one cvt instruction per pair does it:
-// the hardware rounds every non-NaN float as from_float does (ties to even,
-// subnormals kept, overflow to infinity), where from_float takes about a
-// dozen integer instructions per value, which bound the store-heavy stages.
-// NaNs are not routed here: the hardware writes its own NaN bits, while the
-// reference keeps the payload (store_row sends them to from_float).
+// Two floats as two 16-bit T in one word (lo in the low half) by from_float:
+// the reference rounding, about a dozen integer instructions per value.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2_reference(float lo, float hi) {
+  return static_cast<uint32_t>(from_float<T>(lo).bits) | (static_cast<uint32_t>(from_float<T>(hi).bits) << 16);
+}
+
+// The same bits as pack2_reference for every non-NaN float, from sm_80 with
+// one cvt instruction per pair: the hardware rounds as from_float does (ties
+// to even, subnormals kept, overflow to infinity), and the reference's
+// integer instructions bound the store-heavy stages. NaNs are not routed
+// here: the hardware writes its own NaN bits, while the reference keeps the
+// payload (store_row sends them to pack2_reference).
 template <typename T>
 __device__ __forceinline__ uint32_t pack2_rn(float lo, float hi) {
   static_assert(sizeof(T) == 2, "16-bit types only");
@@ -163,13 +169,13 @@ __device__ __forceinline__ uint32_t pack2_rn(float lo, float hi) {
   else asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
   return d;
 #else
-  return static_cast<uint32_t>(from_float<T>(lo).bits) | (static_cast<uint32_t>(from_float<T>(hi).bits) << 16);
+  return pack2_reference<T>(lo, hi);
 #endif
 }
 
 // How store_row rounds floats to a 16-bit T; both give from_float's bits
-// (checked for every float). kHardware: one cvt per pair, NaNs by from_float;
-// kReference: from_float alone, about a dozen integer instructions per value.
+// (checked for every float). kHardware: pack2_rn, NaNs by pack2_reference;
+// kReference: pack2_reference alone.
 enum class Rounding { kHardware, kReference };
 
 // Stores W floats as T at element i of base (the counterpart of load_row).
@@ -191,9 +197,7 @@ __device__ __forceinline__ void store_row(void* base, int64_t i, const float (&x
         for (int j = 0; j < 4; ++j) words[j] = pack2_rn<T>(x[2 * j], x[2 * j + 1]);
       } else {
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
-          words[j] = static_cast<uint32_t>(from_float<T>(x[2 * j]).bits) |
-                     (static_cast<uint32_t>(from_float<T>(x[2 * j + 1]).bits) << 16);
+        for (int j = 0; j < 4; ++j) words[j] = pack2_reference<T>(x[2 * j], x[2 * j + 1]);
       }
     }
     *reinterpret_cast<uint4*>(static_cast<T*>(base) + i) = make_uint4(words[0], words[1], words[2], words[3]);
