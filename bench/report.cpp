@@ -22,16 +22,16 @@ std::string quoted(const std::string& s) {
 
 double gbps(const StageResult& s) { return s.median_ms > 0 ? s.bytes / (s.median_ms * 1e-3) / 1e9 : 0.0; }
 
-double pct_of_floor(const Report& r, const StageResult& s) {
-  return s.median_ms > 0 ? 100.0 * floor_ms(r, s) / s.median_ms : 0.0;
-}
-
 }  // namespace
 
 double floor_ms(const Report& r, const StageResult& s) {
   const double write = r.write_gbps > r.memset_gbps ? r.write_gbps : r.memset_gbps;
   if (r.read_gbps <= 0 || write <= 0) return 0.0;
   return ((s.bytes - s.written) / r.read_gbps + s.written / write) / 1e6;
+}
+
+double pct_of_floor(const Report& r, const StageResult& s) {
+  return s.median_ms > 0 ? 100.0 * floor_ms(r, s) / s.median_ms : 0.0;
 }
 
 std::string to_json(const Report& r) {

@@ -34,6 +34,8 @@ struct Report {
 // The stage's time if its reads ran at the read-only rate and its writes at
 // the faster of the two write-only rates (0 when the rates are unknown).
 double floor_ms(const Report& r, const StageResult& s);
+// floor_ms as a percentage of the stage's measured time.
+double pct_of_floor(const Report& r, const StageResult& s);
 
 std::string to_json(const Report& r);
 std::string to_markdown(const Report& r);
