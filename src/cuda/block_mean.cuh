@@ -29,7 +29,7 @@ __device__ __forceinline__ void block_mean(const T* row, int64_t seq, int64_t c,
       for (int j = 0; j < W; ++j) x[ch][j] = __fadd_rn(x[ch][j], y[j]);
     }
   }
-  const float inv = 1.0f / static_cast<float>(c);  // exact: c is a power of two
+  const float inv = pow2_reciprocal(__ffsll(c) - 1);  // c is a power of two
 #pragma unroll
   for (int ch = 0; ch < C; ++ch)
 #pragma unroll

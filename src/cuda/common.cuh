@@ -204,6 +204,23 @@ __device__ __forceinline__ void store_row(void* base, int64_t i, const float (&x
   }
 }
 
+// Stores two floats as T at elements i and i + 1 of base (i even, base
+// 16-byte aligned) with one 4- or 8-byte store, rounding as store_row does.
+template <typename T>
+__device__ __forceinline__ void store_pair(void* base, int64_t i, float lo, float hi) {
+  if constexpr (sizeof(T) == 4) {
+    *reinterpret_cast<float2*>(static_cast<T*>(base) + i) = make_float2(lo, hi);
+  } else {
+    const bool nan = lo != lo || hi != hi;
+    *reinterpret_cast<uint32_t*>(static_cast<T*>(base) + i) = nan ? pack2_reference<T>(lo, hi) : pack2_rn<T>(lo, hi);
+  }
+}
+
+// 2^-e exactly (0 <= e <= 126: a normal float), from the exponent bits: the
+// mean's 1 / c for a block of c = 2^e positions. In the stages' per-position
+// loops the int64 -> float conversion and division cost ~15 instructions.
+__device__ __forceinline__ float pow2_reciprocal(int e) { return __int_as_float((127 - e) << 23); }
+
 // Inclusive prefix sum of v over the block (blockDim.x a multiple of 32, at
 // most 1024); *total receives the block's sum. `scratch` holds 33 int64s in
 // shared memory. Every thread of the block must call it.

@@ -25,7 +25,8 @@ namespace hz = heuristics;
 using detail::RopeMode;
 
 template <typename T, int W, RopeMode M>
-__global__ void __launch_bounds__(hz::kStreamThreads)
+__global__ void __launch_bounds__(hz::kStreamThreads,
+                                  M == RopeMode::kNone ? hz::kGatherMinBlocksPerSm : hz::kGatherRopeMinBlocksPerSm)
     gather_kernel(GatherParams p, int64_t group, int items, detail::ItemLayout layout) {
   constexpr int C = detail::rope_chunks<M>();
   const Geometry& g = p.geo;
@@ -35,31 +36,37 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
     const int64_t step = M == RopeMode::kPair ? layout.step : 1;  // constant 1 without pairs
     const int64_t r = inner / items, col = int64_t{inner % items} * W * step;
     const bool is_q = r < group;
-    const void* src = is_q ? p.q : (r == group ? p.k : p.v);
-    const Strides ss = is_q ? p.q_strides : (r == group ? p.k_strides : p.v_strides);
-    void* dst = is_q ? p.q_sel : (r == group ? p.k_sel : p.v_sel);
-    const Strides ds = is_q ? p.q_sel_strides : (r == group ? p.k_sel_strides : p.v_sel_strides);
-    const void* pooled = is_q ? p.pooled_q : (r == group ? p.pooled_k : p.pooled_v);
-    const Strides ps = is_q ? p.pooled_q_strides : (r == group ? p.pooled_k_strides : p.pooled_v_strides);
     for (int64_t bg = blockIdx.y; bg < p.dims.batch * kvn; bg += gridDim.y) {
       const int64_t b = bg / kvn, kvh = bg % kvn;
       const int64_t head = is_q ? kvh * group + r : kvh;
+      // The thread's rows of (b, head) as base pointers and sequence strides:
+      // only these stay live through the entry loop (registers bound the
+      // blocks per SM here), the batch and head strides do not.
+      const Strides& ss = is_q ? p.q_strides : (r == group ? p.k_strides : p.v_strides);
+      const Strides& ds = is_q ? p.q_sel_strides : (r == group ? p.k_sel_strides : p.v_sel_strides);
+      const Strides& ps = is_q ? p.pooled_q_strides : (r == group ? p.pooled_k_strides : p.pooled_v_strides);
+      const void* pooled = is_q ? p.pooled_q : (r == group ? p.pooled_k : p.pooled_v);
+      const T* src = static_cast<const T*>(is_q ? p.q : (r == group ? p.k : p.v)) +
+                     lighthouse::detail::at(ss, b, 0, head) + col;
+      T* dst = static_cast<T*>(is_q ? p.q_sel : (r == group ? p.k_sel : p.v_sel)) +
+               lighthouse::detail::at(ds, b, 0, head) + col;
+      const T* pooled_row =
+          pooled == nullptr ? nullptr : static_cast<const T*>(pooled) + lighthouse::detail::at(ps, b, 0, head) + col;
+      const int64_t src_seq = ss.seq, dst_seq = ds.seq, pooled_seq = ps.seq;
       const int32_t* indices = p.indices + bg * S;
       for (int64_t s = blockIdx.x * int64_t{blockDim.y} + threadIdx.y; s < S; s += int64_t{gridDim.x} * blockDim.y) {
         const int64_t pyr = indices[s];
         const int level = g.level_of(pyr);
         const int64_t local = pyr - g.offset(level);
         float x[C][W];
-        if (pooled != nullptr && level == g.levels) {
+        if (pooled_row != nullptr && level == g.levels) {
           // pool_score already made this mean: copy its bits.
 #pragma unroll
           for (int ch = 0; ch < C; ++ch)
-            detail::load_row<T, W>(pooled, lighthouse::detail::at(ps, b, local, head) + col + ch * layout.offset,
-                                   x[ch]);
+            detail::load_row<T, W>(pooled_row, local * pooled_seq + ch * layout.offset, x[ch]);
         } else {
           const int64_t c = g.block(level);
-          const T* row = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, local * c, head) + col;
-          detail::block_mean<T, W, C>(row, ss.seq, c, layout.offset, x);
+          detail::block_mean<T, W, C>(src + local * c * src_seq, src_seq, c, layout.offset, x);
         }
         if constexpr (M != RopeMode::kNone) {
           if (r <= group) {  // q and k rows; v is never rotated
@@ -78,8 +85,7 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
                                                                                             : detail::Rounding::kReference;
 #pragma unroll
         for (int ch = 0; ch < C; ++ch)
-          detail::store_row<T, W, rounding>(dst, lighthouse::detail::at(ds, b, s, head) + col + ch * layout.offset,
-                                            x[ch]);
+          detail::store_row<T, W, rounding>(dst, s * dst_seq + ch * layout.offset, x[ch]);
       }
     }
   }

@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
           for (int i = 0; i < kLevelGroup; ++i)
             if (s[i] >= 0) {
               rotate_back_entry<W, M>(p, x[i], which, b, t, l0 + i, col, layout.offset);
-              const float inv = 1.0f / static_cast<float>(g.block(l0 + i));  // exact: a power of two
+              const float inv = detail::pow2_reciprocal((l0 + i - 1) * g.log2_pooling);  // 1 / c_l
 #pragma unroll
               for (int ch = 0; ch < C; ++ch)
 #pragma unroll
@@ -141,8 +141,8 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
     const int64_t b = item / tiles, t0 = (item % tiles) * tile;
     __syncthreads();  // the previous tile's readers are done with tile_slots
     for (int e = tid; e < table; e += threads) {
-      const int i = e % tile, l = e / level_stride + 1;
-      const int64_t kvh = (e / tile) % kvn, t = t0 + i;
+      const int i = e % tile, l = e / level_stride + 1, kvh = (e / tile) % static_cast<int>(kvn);
+      const int64_t t = t0 + i;
       int32_t s = -1;
       if (t < N) {
         const int64_t local = t >> ((l - 1) * g.log2_pooling);
@@ -180,14 +180,15 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
         for (int ch = 0; ch < C; ++ch)
 #pragma unroll
           for (int j = 0; j < W; ++j) acc[ch][j] = 0.0f;
-        for (int l = 1; l < first_cached; ++l) {
-          const int32_t s = my_slots[(l - 1) * level_stride + i];
+        const int32_t* slot = my_slots + i;  // level l's slot, stepped by level_stride
+        for (int l = 1; l < first_cached; ++l, slot += level_stride) {
+          const int32_t s = *slot;
           if (s >= 0) {
             float x[C][W];
 #pragma unroll
             for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s * sel_seq + ch * layout.offset, x[ch]);
             rotate_back_entry<W, M>(p, x, which, b, t0 + i, l, col, layout.offset);
-            const float inv = 1.0f / static_cast<float>(g.block(l));  // exact: a power of two
+            const float inv = detail::pow2_reciprocal((l - 1) * g.log2_pooling);  // 1 / c_l
 #pragma unroll
             for (int ch = 0; ch < C; ++ch)
 #pragma unroll
@@ -198,14 +199,14 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
         for (int k = 0; k < K; ++k) {
           const int l = first_cached + k;
           if (l > g.levels) break;
-          const int32_t s = my_slots[(l - 1) * level_stride + i];
+          const int32_t s = slot[k * level_stride];
           if (s < 0) continue;
           if (s != cached_slot[k]) {
             cached_slot[k] = s;
 #pragma unroll
             for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s * sel_seq + ch * layout.offset, cached[k][ch]);
             rotate_back_entry<W, M>(p, cached[k], which, b, t0 + i, l, col, layout.offset);
-            const float inv = 1.0f / static_cast<float>(g.block(l));  // exact: a power of two
+            const float inv = detail::pow2_reciprocal((l - 1) * g.log2_pooling);  // 1 / c_l
 #pragma unroll
             for (int ch = 0; ch < C; ++ch)
 #pragma unroll

@@ -29,6 +29,10 @@ constexpr int kLevelThreads = 256;
 // 36-42% slower (ptxas then keeps two of block_mean's row loads in flight
 // instead of three), while it makes the rope instantiations 3-5% faster.
 constexpr bool kGatherPlainHardwareRounding = false;
+// gather: __launch_bounds__ minimum resident blocks of kStreamThreads threads
+// without and with rope tables (the register cap is 65536 / (256 * blocks)).
+constexpr int kGatherMinBlocksPerSm = 4;
+constexpr int kGatherRopeMinBlocksPerSm = 3;
 
 // select: threads of the per-tile block, and the dynamic shared memory the
 // tile workspace may take before it moves to global memory.

@@ -90,7 +90,8 @@ __device__ float warp_rows(const void* base, const Strides& st, int64_t b, int64
         // block_mean's arithmetic (block_mean.cuh) over the staged rows, with
         // 32-bit indices: this loop sits in the hot base pass. An item is two
         // adjacent elements (elems is a multiple of W, so even), read by one
-        // shared load: half the loads and index arithmetic of one element each.
+        // shared load and written by one store: half the loads and index
+        // arithmetic of one element each.
         const int pairs = elems / 2;
         for (int q = lane; q < (pool_rows / block) * pairs; q += 32) {
           const int blk = q / pairs, e = 2 * (q % pairs);
@@ -102,8 +103,7 @@ __device__ float warp_rows(const void* base, const Strides& st, int64_t b, int64
             sum[1] = __fadd_rn(sum[1], x[1]);
           }
           const int64_t o = lighthouse::detail::at(ps, b, t0 / block + blk, head) + d0 + e;
-          lighthouse::detail::store<T>(pooled, o, __fmul_rn(sum[0], inv));
-          lighthouse::detail::store<T>(pooled, o + 1, __fmul_rn(sum[1], inv));
+          detail::store_pair<T>(pooled, o, __fmul_rn(sum[0], inv), __fmul_rn(sum[1], inv));
         }
       }
       __syncwarp();
@@ -278,8 +278,13 @@ void launch(const PoolScoreParams& params, cudaStream_t stream) {
   if (params.base_kq == nullptr || pooled)
     vec = vec && detail::aligned16(params.k) && detail::strides_multiple(params.k_strides, W);
   if (pooled) vec = vec && detail::aligned16(params.v) && detail::strides_multiple(params.v_strides, W);
-  // The base pass makes the pooled tensors when its warps' 32-row batches hold whole coarsest blocks.
-  const bool fused_pool = pooled && vec && g.block(g.levels) <= 32;
+  const bool out_vec = pooled && vec && detail::aligned16(params.pooled_q) && detail::aligned16(params.pooled_k) &&
+                       detail::aligned16(params.pooled_v) && detail::strides_multiple(params.pooled_q_strides, W) &&
+                       detail::strides_multiple(params.pooled_k_strides, W) &&
+                       detail::strides_multiple(params.pooled_v_strides, W);
+  // The base pass makes the pooled tensors when its warps' 32-row batches hold whole coarsest blocks (and
+  // stores them by element pairs, so they are aligned as the vector path needs).
+  const bool fused_pool = out_vec && g.block(g.levels) <= 32;
 
   const int64_t chunk = pool_chunk(d);
   PoolArgs a{g, d.batch, d.kv_heads, d.heads / d.kv_heads, d.head_dim, params.q, params.q_strides, params.k,
@@ -304,10 +309,6 @@ void launch(const PoolScoreParams& params, cudaStream_t stream) {
     check_launch("pool_level_kernel");
   }
   if (pooled && !fused_pool) {
-    const bool out_vec = vec && detail::aligned16(params.pooled_q) && detail::aligned16(params.pooled_k) &&
-                         detail::aligned16(params.pooled_v) && detail::strides_multiple(params.pooled_q_strides, W) &&
-                         detail::strides_multiple(params.pooled_k_strides, W) &&
-                         detail::strides_multiple(params.pooled_v_strides, W);
     const int64_t vecs = out_vec ? d.head_dim / W : d.head_dim;
     const int64_t row_len = (d.heads + 2 * d.kv_heads) * vecs;
     if (row_len > 0x7fffffff) fail("(heads + 2 * kv_heads) * head_dim", "below 2^31", row_len);

@@ -83,8 +83,8 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kScatterTiledMinBloc
     const int64_t b = item / tiles, t0 = (item % tiles) * tile;
     __syncthreads();  // the previous tile's readers are done with tile_slots
     for (int e = tid; e < table; e += threads) {
-      const int i = e % tile, l = e / level_stride + 1;
-      const int64_t kvh = (e / tile) % kvn, t = t0 + i, c = g.block(l);
+      const int i = e % tile, l = e / level_stride + 1, kvh = (e / tile) % static_cast<int>(kvn);
+      const int64_t t = t0 + i, c = g.block(l);
       // A window starts at c - 1: levels whose first window starts after t do not reach it.
       tile_slots[e] = t < N && t >= c - 1
                           ? p.slots[(b * kvn + kvh) * g.pyramid_len + g.offset(l) + ((t - c + 1) >> ((l - 1) * g.log2_pooling))]
@@ -102,8 +102,9 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kScatterTiledMinBloc
         float acc[W];
 #pragma unroll
         for (int j = 0; j < W; ++j) acc[j] = 0.0f;
-        for (int l = 1; l <= g.levels; ++l) {
-          const int32_t s = my_slots[(l - 1) * level_stride + i];
+        const int32_t* slot = my_slots + i;  // level l's slot, stepped by level_stride
+        for (int l = 1; l <= g.levels; ++l, slot += level_stride) {
+          const int32_t s = *slot;
           if (s >= 0) {
             float x[W];
             detail::load_row<T, W>(o_sel, s * sel_seq, x);

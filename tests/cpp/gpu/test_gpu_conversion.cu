@@ -1,7 +1,8 @@
 // The 16-bit stores of the CUDA stages against the reference conversion, for
 // every float: store_row rounds with the hardware's cvt where the bits agree
 // with from_float and routes NaNs to from_float (Rounding::kHardware), or
-// uses from_float alone (kReference: gather without rope tables), so each of
+// uses from_float alone (kReference: gather without rope tables); store_pair
+// (pool_score's pooled means) rounds as kHardware does; so each of
 // the 2^32 inputs must come out with from_float's bits (a mismatch in a stage
 // would otherwise show only for the rare values random inputs never produce:
 // ties, subnormals, overflow, NaN payloads).
@@ -25,20 +26,35 @@ struct Mismatches {
   unsigned long long first;  // the smallest mismatching float's bits << 32 | what was stored (~0: none)
 };
 
-using lighthouse::cuda::detail::Rounding;
+// How a test kernel writes one 16-byte vector: store_row with either
+// rounding, or store_pair per element pair (pool_score's pooled means).
+enum class Store { kRowHardware, kRowReference, kPairs };
 
-// Thread i stores the 8 floats with bits 8i .. 8i + 7 through store_row into a
-// 16-byte local buffer and compares every half with from_float.
+template <typename T, Store S, int W>
+__device__ __forceinline__ void store_vector(uint4* slot, const float (&x)[W]) {
+  namespace detail = lighthouse::cuda::detail;
+  if constexpr (S == Store::kPairs) {
+#pragma unroll
+    for (int j = 0; j < W; j += 2) detail::store_pair<T>(slot, j, x[j], x[j + 1]);
+  } else {
+    constexpr auto rounding = S == Store::kRowHardware ? detail::Rounding::kHardware : detail::Rounding::kReference;
+    detail::store_row<T, W, rounding>(slot, 0, x);
+  }
+}
 
-template <typename T, Rounding R>
-__global__ void store_every_float(uint64_t vectors, Mismatches* out) {
+// Thread i stores the 8 floats with bits 8i .. 8i + 7 into its 16-byte slot
+// of `scratch` (global memory, where the stages store) and compares every
+// half with from_float.
+template <typename T, Store S>
+__global__ void store_every_float(uint64_t vectors, uint4* scratch, Mismatches* out) {
   constexpr int W = 16 / static_cast<int>(sizeof(T));
+  uint4* slot = scratch + blockIdx.x * blockDim.x + threadIdx.x;
   for (uint64_t v = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; v < vectors; v += uint64_t{gridDim.x} * blockDim.x) {
     float x[W];
 #pragma unroll
     for (int j = 0; j < W; ++j) x[j] = lighthouse::bits_float(static_cast<uint32_t>(v * W + j));
-    uint4 stored;
-    lighthouse::cuda::detail::store_row<T, W, R>(&stored, 0, x);
+    store_vector<T, S>(slot, x);
+    const uint4 stored = *slot;
     const uint32_t words[4] = {stored.x, stored.y, stored.z, stored.w};
 #pragma unroll
     for (int j = 0; j < W; ++j) {
@@ -52,13 +68,16 @@ __global__ void store_every_float(uint64_t vectors, Mismatches* out) {
   }
 }
 
-template <typename T, Rounding R>
+template <typename T, Store S>
 void expect_every_float_matches(const char* type) {
   gputest::DeviceBytes result(sizeof(Mismatches));
   const Mismatches none{0, ~0ull};
   result.upload(&none);
   const uint64_t vectors = (uint64_t{1} << 32) / (16 / sizeof(T));
-  store_every_float<T, R><<<4096, 256>>>(vectors, static_cast<Mismatches*>(result.get()));
+  constexpr unsigned kBlocks = 4096, kThreads = 256;
+  gputest::DeviceBytes scratch(sizeof(uint4) * kBlocks * kThreads);
+  store_every_float<T, S><<<kBlocks, kThreads>>>(vectors, static_cast<uint4*>(scratch.get()),
+                                                 static_cast<Mismatches*>(result.get()));
   gputest::cuda_ok(cudaGetLastError(), "store_every_float");
   gputest::cuda_ok(cudaDeviceSynchronize(), "store_every_float");
   Mismatches got{};
@@ -69,17 +88,19 @@ void expect_every_float_matches(const char* type) {
     std::snprintf(first, sizeof first, "; first at float bits 0x%08x: stored 0x%04x, from_float 0x%04x", input,
                   static_cast<unsigned>(got.first & 0xffffu), lighthouse::from_float<T>(lighthouse::bits_float(input)).bits);
   }
-  EXPECT_EQ(got.count, 0ull) << type << ": store_row differs from from_float for " << got.count << " floats" << first;
+  EXPECT_EQ(got.count, 0ull) << type << ": the store differs from from_float for " << got.count << " floats" << first;
 }
 
 TEST(GpuConversion, Bf16StoresEqualFromFloatForEveryFloat) {
-  expect_every_float_matches<bf16_t, Rounding::kHardware>("bf16, hardware rounding");
-  expect_every_float_matches<bf16_t, Rounding::kReference>("bf16, reference rounding");
+  expect_every_float_matches<bf16_t, Store::kRowHardware>("bf16, store_row, hardware rounding");
+  expect_every_float_matches<bf16_t, Store::kRowReference>("bf16, store_row, reference rounding");
+  expect_every_float_matches<bf16_t, Store::kPairs>("bf16, store_pair");
 }
 
 TEST(GpuConversion, F16StoresEqualFromFloatForEveryFloat) {
-  expect_every_float_matches<f16_t, Rounding::kHardware>("f16, hardware rounding");
-  expect_every_float_matches<f16_t, Rounding::kReference>("f16, reference rounding");
+  expect_every_float_matches<f16_t, Store::kRowHardware>("f16, store_row, hardware rounding");
+  expect_every_float_matches<f16_t, Store::kRowReference>("f16, store_row, reference rounding");
+  expect_every_float_matches<f16_t, Store::kPairs>("f16, store_pair");
 }
 
 }  // namespace
