@@ -159,8 +159,8 @@ INSTANTIATE_TEST_SUITE_P(
                       make("fused_f32_aligned", 4096 + 40, 2, 2, 32, 4, 3, 256, kF32, kAligned, kAligned),
                       make("fused_f16_block_32", 4096 + 31, 2, 1, 16, 2, 6, 128, kF16, kSeq, kSeq),
                       make("fused_given_scores", 4096, 2, 2, 136, 4, 3, 256, kBF16, kSeq, kHead, true),
-                      // A last staged chunk of 3 vectors and 12 / 6 element pairs per row, which do not
-                      // divide a warp: the staging and pooled-sum loops carry their index steps.
+                      // A row's last staged chunk holds 3 vectors (12 / 6 element pairs), counts that do not
+                      // divide a warp's 32 lanes: a lane's items there fall in different rows and blocks.
                       make("fused_bf16_partial_chunk", 4096 + 17, 2, 1, 56, 4, 3, 256, kBF16, kSeq, kHead),
                       make("fused_f32_partial_chunk", 4096, 2, 2, 44, 4, 3, 256, kF32, kSeq, kSeq),
                       make("separate_block_64", 8192 + 70, 2, 1, 32, 8, 3, 128, kBF16, kSeq, kHead),
