@@ -24,9 +24,14 @@ namespace {
 namespace hz = heuristics;
 using detail::RopeMode;
 
+// The kernel's __launch_bounds__ minimum of resident blocks per SM by rope
+// mode (heuristics.h); 0: none, ptxas chooses.
+constexpr int gather_min_blocks(RopeMode m) {
+  return m == RopeMode::kNone ? hz::kGatherMinBlocksPerSm : (m == RopeMode::kPair ? hz::kGatherPairMinBlocksPerSm : 0);
+}
+
 template <typename T, int W, RopeMode M>
-__global__ void __launch_bounds__(hz::kStreamThreads,
-                                  M == RopeMode::kNone ? hz::kGatherMinBlocksPerSm : hz::kGatherRopeMinBlocksPerSm)
+__global__ void __launch_bounds__(hz::kStreamThreads, gather_min_blocks(M))
     gather_kernel(GatherParams p, int64_t group, int items, detail::ItemLayout layout) {
   constexpr int C = detail::rope_chunks<M>();
   const Geometry& g = p.geo;

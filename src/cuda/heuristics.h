@@ -30,9 +30,13 @@ constexpr int kLevelThreads = 256;
 // instead of three), while it makes the rope instantiations 3-5% faster.
 constexpr bool kGatherPlainHardwareRounding = false;
 // gather: __launch_bounds__ minimum resident blocks of kStreamThreads threads
-// without and with rope tables (the register cap is 65536 / (256 * blocks)).
+// (the register cap is 65536 / (256 * blocks)) with rotate-half rope tables
+// and without tables. On the H200 at 512K, 3 (80 registers) and 4 (64) made
+// gather with and without tables 17% and 15% faster than ptxas's own choice
+// (84 and 73 registers: 2 and 3 blocks), bench/NOTES.md. Interleaved tables
+// take no minimum (64-74 registers as ptxas chooses; not measured).
+constexpr int kGatherPairMinBlocksPerSm = 3;
 constexpr int kGatherMinBlocksPerSm = 4;
-constexpr int kGatherRopeMinBlocksPerSm = 3;
 
 // select: threads of the per-tile block, and the dynamic shared memory the
 // tile workspace may take before it moves to global memory.

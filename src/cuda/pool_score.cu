@@ -282,8 +282,8 @@ void launch(const PoolScoreParams& params, cudaStream_t stream) {
                        detail::aligned16(params.pooled_v) && detail::strides_multiple(params.pooled_q_strides, W) &&
                        detail::strides_multiple(params.pooled_k_strides, W) &&
                        detail::strides_multiple(params.pooled_v_strides, W);
-  // The base pass makes the pooled tensors when its warps' 32-row batches hold whole coarsest blocks (and
-  // stores them by element pairs, so they are aligned as the vector path needs).
+  // The base pass makes the pooled tensors when its warps' 32-row batches hold whole coarsest blocks and the
+  // pooled tensors take vector stores (it writes each element pair with one 4- or 8-byte store).
   const bool fused_pool = out_vec && g.block(g.levels) <= 32;
 
   const int64_t chunk = pool_chunk(d);
