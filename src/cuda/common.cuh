@@ -221,6 +221,11 @@ __device__ __forceinline__ void store_pair(void* base, int64_t i, float lo, floa
 // loops the int64 -> float conversion and division cost ~15 instructions.
 __device__ __forceinline__ float pow2_reciprocal(int e) { return __int_as_float((127 - e) << 23); }
 
+// 1 / c_l of level l exactly (c_l = Geometry::block(level), a power of two).
+__device__ __forceinline__ float block_reciprocal(const Geometry& g, int level) {
+  return pow2_reciprocal((level - 1) * g.log2_pooling);
+}
+
 // Inclusive prefix sum of v over the block (blockDim.x a multiple of 32, at
 // most 1024); *total receives the block's sum. `scratch` holds 33 int64s in
 // shared memory. Every thread of the block must call it.

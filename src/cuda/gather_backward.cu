@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
           for (int i = 0; i < kLevelGroup; ++i)
             if (s[i] >= 0) {
               rotate_back_entry<W, M>(p, x[i], which, b, t, l0 + i, col, layout.offset);
-              const float inv = detail::pow2_reciprocal((l0 + i - 1) * g.log2_pooling);  // 1 / c_l
+              const float inv = detail::block_reciprocal(g, l0 + i);
 #pragma unroll
               for (int ch = 0; ch < C; ++ch)
 #pragma unroll
@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
 #pragma unroll
             for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s * sel_seq + ch * layout.offset, x[ch]);
             rotate_back_entry<W, M>(p, x, which, b, t0 + i, l, col, layout.offset);
-            const float inv = detail::pow2_reciprocal((l - 1) * g.log2_pooling);  // 1 / c_l
+            const float inv = detail::block_reciprocal(g, l);
 #pragma unroll
             for (int ch = 0; ch < C; ++ch)
 #pragma unroll
@@ -206,7 +206,7 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
 #pragma unroll
             for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s * sel_seq + ch * layout.offset, cached[k][ch]);
             rotate_back_entry<W, M>(p, cached[k], which, b, t0 + i, l, col, layout.offset);
-            const float inv = detail::pow2_reciprocal((l - 1) * g.log2_pooling);  // 1 / c_l
+            const float inv = detail::block_reciprocal(g, l);
 #pragma unroll
             for (int ch = 0; ch < C; ++ch)
 #pragma unroll
