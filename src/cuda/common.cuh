@@ -86,8 +86,17 @@ inline TiledShape tiled_shape(int64_t row_len, int64_t batch, int64_t seq_len, i
   TiledShape s;
   const int64_t max_tile = hz::kTiledMaxSharedBytes / (4 * (table_rows > 0 ? table_rows : 1));
   if (max_tile < 1) return s;
+  // x-threads: the row rounded up to a warp. A row longer than kTiledMaxThreads takes several passes, of the
+  // power-of-two warp multiple (up to kTiledMaxThreads) that leaves the fewest threads idle, the widest
+  // among equals: 384 items (24 rows of 16 vectors) take 3 passes of 128 x-threads, not 256 + 128 with
+  // half the block idle in the second.
   const int64_t rounded = (row_len + 31) / 32 * 32;
-  const int64_t bx = rounded < hz::kTiledMaxThreads ? rounded : hz::kTiledMaxThreads;
+  int64_t bx = rounded < hz::kTiledMaxThreads ? rounded : hz::kTiledMaxThreads;
+  if (rounded > hz::kTiledMaxThreads) {
+    const auto idle = [row_len](int64_t w) { return (row_len + w - 1) / w * w - row_len; };
+    for (int64_t w = bx / 2; w >= 32; w /= 2)
+      if (idle(w) < idle(bx)) bx = w;
+  }
   const int64_t tile = max_tile < hz::kTiledPositions ? max_tile : hz::kTiledPositions;
   int64_t by = hz::kTiledThreads / bx;
   if (by < 1) by = 1;
@@ -173,13 +182,10 @@ __device__ __forceinline__ uint32_t pack2_rn(float lo, float hi) {
 #endif
 }
 
-// How store_row rounds floats to a 16-bit T; both give from_float's bits
-// (checked for every float). kHardware: pack2_rn, NaNs by pack2_reference;
-// kReference: pack2_reference alone.
-enum class Rounding { kHardware, kReference };
-
 // Stores W floats as T at element i of base (the counterpart of load_row).
-template <typename T, int W, Rounding R = Rounding::kHardware>
+// 16-bit T rounds by pack2_rn, a vector holding a NaN by pack2_reference:
+// from_float's bits either way (checked for every float).
+template <typename T, int W>
 __device__ __forceinline__ void store_row(void* base, int64_t i, const float (&x)[W]) {
   if constexpr (W == 1) {
     lighthouse::detail::store<T>(base, i, x[0]);
@@ -192,7 +198,7 @@ __device__ __forceinline__ void store_row(void* base, int64_t i, const float (&x
       bool nan = false;
 #pragma unroll
       for (int j = 0; j < W; ++j) nan |= x[j] != x[j];
-      if (R == Rounding::kHardware && !nan) {
+      if (!nan) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) words[j] = pack2_rn<T>(x[2 * j], x[2 * j + 1]);
       } else {
@@ -224,6 +230,35 @@ __device__ __forceinline__ float pow2_reciprocal(int e) { return __int_as_float(
 // 1 / c_l of level l exactly (c_l = Geometry::block(level), a power of two).
 __device__ __forceinline__ float block_reciprocal(const Geometry& g, int level) {
   return pow2_reciprocal((level - 1) * g.log2_pooling);
+}
+
+// Asynchronous 16-byte copy from global to shared memory (both 16-byte
+// aligned), bypassing L1: the copy needs no registers while in flight, so a
+// warp can stage its next rows while it reads the current ones. Before sm_80
+// it is a plain load and store. Copies issued since the last commit form a
+// group; copy_async_wait<N> returns once at most N of the calling thread's
+// groups are pending (its own copies only: a barrier makes them visible to
+// the other threads).
+__device__ __forceinline__ void copy_async16(void* shared, const void* global) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global) : "memory");
+#else
+  *static_cast<uint4*>(shared) = *static_cast<const uint4*>(global);
+#endif
+}
+
+__device__ __forceinline__ void copy_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void copy_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
 }
 
 // Inclusive prefix sum of v over the block (blockDim.x a multiple of 32, at

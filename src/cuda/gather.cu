@@ -86,11 +86,9 @@ __global__ void __launch_bounds__(hz::kStreamThreads, gather_min_blocks(M))
                                                                     layout.offset);
           }
         }
-        constexpr auto rounding = M != RopeMode::kNone || hz::kGatherPlainHardwareRounding ? detail::Rounding::kHardware
-                                                                                            : detail::Rounding::kReference;
 #pragma unroll
         for (int ch = 0; ch < C; ++ch)
-          detail::store_row<T, W, rounding>(dst, s * dst_seq + ch * layout.offset, x[ch]);
+          detail::store_row<T, W>(dst, s * dst_seq + ch * layout.offset, x[ch]);
       }
     }
   }

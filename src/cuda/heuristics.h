@@ -8,9 +8,14 @@
 namespace lighthouse::cuda::heuristics {
 
 // pool_score: threads per block; each warp stages 32 rows of one head
-// through shared memory in chunks of kPoolChunkBytes per row.
+// through shared memory in chunks of kPoolChunkBytes per row, into
+// kPoolStages buffers: the copies of kPoolStages - 1 chunks are in flight
+// while the lanes read one. 128-byte chunks (two blocks of 90 KB per SM)
+// against 64 (three of 57 KB): pool_score 10-33% faster on the H200 at 64K
+// to 512K, with and without the pooled tensors (bench/NOTES.md).
 constexpr int kPoolThreads = 256;
-constexpr int kPoolChunkBytes = 64;
+constexpr int kPoolChunkBytes = 128;
+constexpr int kPoolStages = 2;
 // Base positions one pool_score block covers (a power of two). Levels whose
 // blocks fit are max-reduced in shared memory; coarser ones in a follow-up
 // launch per level. Shorter sequences take smaller blocks, down to
@@ -24,11 +29,6 @@ constexpr int kPoolMinBlocksPerSm = 32;
 // Threads of the follow-up level kernels.
 constexpr int kLevelThreads = 256;
 
-// gather without rope tables stores with from_float alone, not the hardware
-// rounding (same bits): on the H200 the hardware rounding made that kernel
-// 36-42% slower (ptxas then keeps two of block_mean's row loads in flight
-// instead of three), while it makes the rope instantiations 3-5% faster.
-constexpr bool kGatherPlainHardwareRounding = false;
 // gather: __launch_bounds__ minimum resident blocks of kStreamThreads threads
 // (the register cap is 65536 / (256 * blocks)) with rotate-half rope tables
 // and without tables. On the H200 at 512K, 3 (80 registers) and 4 (64) made
@@ -54,8 +54,11 @@ constexpr int kScatterLevelGroup = 4;
 // kTiledPositions positions (fewer when the tile's slot table, levels x
 // kv_heads x positions int32s, would pass kTiledMaxSharedBytes; no tile at
 // all falls back to the plain kernel). Block x-threads: one position's row
-// items rounded up to a warp, at most kTiledMaxThreads; y-threads fill it to
-// kTiledThreads. The grid is at most kTiledBlocksPerSm blocks per SM.
+// items rounded up to a warp, at most kTiledMaxThreads; a longer row takes
+// passes of the power-of-two width that leaves the fewest threads idle (384
+// items: 3 x 128, not 256 + 128; gather_backward 2-6% faster on the H200 at
+// H = Hkv = 8). y-threads fill the block to kTiledThreads. The grid is at
+// most kTiledBlocksPerSm blocks per SM.
 constexpr int kTiledPositions = 64;
 constexpr int kTiledThreads = 256;
 constexpr int kTiledMaxThreads = 256;

@@ -1,8 +1,9 @@
 // CUDA pool_score: one pass over the base q and k. A block covers a chunk of
 // positions of one (batch, KV head) (pool_chunk: fewer positions when the
 // sequence is short, so the grid still fills the GPU); each warp stages 32 rows
-// of one head through shared memory with coalesced 16-byte loads, each lane
-// then sums its row's squares in ascending d (no FMA, as the CPU does). The
+// of one head through shared memory by asynchronous 16-byte copies, the next
+// chunks' in flight while each lane sums its row's squares in ascending d (no
+// FMA, as the CPU does). The
 // levels whose blocks fit in the chunk are max-reduced in shared memory, the
 // coarser ones by one small launch per level, each from the level below, in
 // the CPU's order (first child, then max_keep over the rest). On request the
@@ -44,69 +45,20 @@ __device__ __forceinline__ void load_pair(const unsigned char* row, int e, float
   }
 }
 
-// The calling lane's row norm (sqrt of the sum of squares in ascending d, no
-// FMA, as the CPU does) over rows [t0, t0 + rows) of `head` (rows <= 32),
-// which the warp stages together. W > 1 uses 16-byte loads and requires
-// dim % W == 0 and aligned rows. With `pooled` set (W > 1 only), the warp
-// also writes the mean of each whole `block` of rows among the first
-// pool_rows (t0 and pool_rows multiples of block <= 32) to
-// pooled[b, t0 / block + i, head]: fp32 sums in ascending positions times the
-// exact reciprocal, as gather computes them.
-template <typename T, int W>
-__device__ float warp_rows(const void* base, const Strides& st, int64_t b, int64_t t0, int rows, int64_t head,
-                           int64_t dim, unsigned char* stage, bool norm, void* pooled, const Strides& ps,
-                           int block, int pool_rows) {
+// The scalar path (rows unaligned or head_dim not a multiple of W): the
+// calling lane's row norm (sqrt of the sum of squares in ascending d, no FMA,
+// as the CPU does) over rows [t0, t0 + rows) of `head` (rows <= 32), read
+// straight from global memory.
+template <typename T>
+__device__ float lane_norm(const void* base, const Strides& st, int64_t b, int64_t t0, int rows, int64_t head,
+                           int64_t dim) {
   const int lane = threadIdx.x & 31;
   float acc = 0.0f;
-  if constexpr (W == 1) {
-    if (norm && lane < rows) {
-      const int64_t o = lighthouse::detail::at(st, b, t0 + lane, head);
-      for (int64_t d = 0; d < dim; ++d) {
-        const float x = lighthouse::detail::load<T>(base, o + d);
-        acc = __fadd_rn(acc, __fmul_rn(x, x));
-      }
-    }
-  } else {
-    constexpr int kChunk = hz::kPoolChunkBytes / static_cast<int>(sizeof(T));
-    const float inv = pooled != nullptr ? 1.0f / static_cast<float>(block) : 0.0f;  // exact: a power of two
-    for (int64_t d0 = 0; d0 < dim; d0 += kChunk) {
-      const int elems = static_cast<int>(dim - d0 < kChunk ? dim - d0 : kChunk);
-      const int per_row = elems / W;
-      for (int q = lane; q < rows * per_row; q += 32) {
-        const int r = q / per_row, c = q % per_row;
-        const T* src = static_cast<const T*>(base) + lighthouse::detail::at(st, b, t0 + r, head) + d0 + c * W;
-        *reinterpret_cast<uint4*>(stage + r * kStagePitch + c * 16) = *reinterpret_cast<const uint4*>(src);
-      }
-      __syncwarp();
-      if (norm && lane < rows) {
-        for (int c = 0; c < per_row; ++c) {
-          float x[W];
-          detail::load_row<T, W>(stage + lane * kStagePitch, c * W, x);
-#pragma unroll
-          for (int j = 0; j < W; ++j) acc = __fadd_rn(acc, __fmul_rn(x[j], x[j]));
-        }
-      }
-      if (pooled != nullptr) {
-        // block_mean's arithmetic (block_mean.cuh) over the staged rows, with
-        // 32-bit indices: this loop sits in the hot base pass. An item is two
-        // adjacent elements (elems is a multiple of W, so even), read by one
-        // shared load and written by one store: half the loads and index
-        // arithmetic of one element each.
-        const int pairs = elems / 2;
-        for (int q = lane; q < (pool_rows / block) * pairs; q += 32) {
-          const int blk = q / pairs, e = 2 * (q % pairs);
-          float sum[2] = {0.0f, 0.0f};
-          for (int r = blk * block; r < (blk + 1) * block; ++r) {
-            float x[2];
-            load_pair<T>(stage + r * kStagePitch, e, x);
-            sum[0] = __fadd_rn(sum[0], x[0]);
-            sum[1] = __fadd_rn(sum[1], x[1]);
-          }
-          const int64_t o = lighthouse::detail::at(ps, b, t0 / block + blk, head) + d0 + e;
-          detail::store_pair<T>(pooled, o, __fmul_rn(sum[0], inv), __fmul_rn(sum[1], inv));
-        }
-      }
-      __syncwarp();
+  if (lane < rows) {
+    const int64_t o = lighthouse::detail::at(st, b, t0 + lane, head);
+    for (int64_t d = 0; d < dim; ++d) {
+      const float x = lighthouse::detail::load<T>(base, o + d);
+      acc = __fadd_rn(acc, __fmul_rn(x, x));
     }
   }
   return sqrtf(acc);
@@ -133,10 +85,232 @@ struct PoolArgs {
   int fused_levels;  // levels 2..fused_levels are reduced in the block
 };
 
+// One stream of rows a warp stages on the vector path: q head `head`, k or v
+// of one batch row, from position 0, and where its pooled means go.
+template <typename T>
+struct Stream {
+  const T* rows;       // element (b, 0, head, 0)
+  int64_t seq;         // sequence stride of rows
+  T* pooled;           // element (b, 0, head, 0) of the pooled tensor; nullptr: not pooled in this pass
+  int64_t pooled_seq;  // its sequence stride
+  bool norm;           // the lanes take these rows' norms
+  bool is_q;
+};
+
+// A warp's streams, in the order it stages them for each 32-row batch: the
+// q heads of its KV head's group (when their norms or pooled means are
+// wanted), then k (likewise), then v (pooled means only).
+struct StreamSet {
+  int q_heads, k, v;
+  __device__ int count() const { return q_heads + k + v; }
+};
+
+__device__ __forceinline__ StreamSet streams_of(const PoolArgs& a) {
+  const bool pool = a.pooled_q != nullptr;
+  return {a.base_qk == nullptr || pool ? static_cast<int>(a.group) : 0, a.base_kq == nullptr || pool ? 1 : 0,
+          pool ? 1 : 0};
+}
+
+template <typename T>
+__device__ __forceinline__ Stream<T> stream_at(const PoolArgs& a, int s, int64_t b, int64_t kvh) {
+  namespace ld = lighthouse::detail;
+  const StreamSet set = streams_of(a);
+  const int which = s < set.q_heads ? 0 : (s < set.q_heads + set.k ? 1 : 2);
+  const int64_t head = which == 0 ? kvh * a.group + s : kvh;
+  const void* base = which == 0 ? a.q : (which == 1 ? a.k : a.v);
+  const Strides& st = which == 0 ? a.qs : (which == 1 ? a.ks : a.vs);
+  void* pooled = which == 0 ? a.pooled_q : (which == 1 ? a.pooled_k : a.pooled_v);
+  const Strides& ps = which == 0 ? a.pqs : (which == 1 ? a.pks : a.pvs);
+  Stream<T> r;
+  r.rows = static_cast<const T*>(base) + ld::at(st, b, 0, head);
+  r.seq = st.seq;
+  r.pooled = pooled != nullptr ? static_cast<T*>(pooled) + ld::at(ps, b, 0, head) : nullptr;
+  r.pooled_seq = ps.seq;
+  r.norm = which == 0 ? a.base_qk == nullptr : (which == 1 ? a.base_kq == nullptr : false);
+  r.is_q = which == 0;
+  return r;
+}
+
+// Issues the asynchronous copies of one staged tile: `rows` rows (<= 32) of
+// per_row 16-byte vectors from src (row r at src + r * seq) into a warp's
+// stage buffer (row r at r * kStagePitch bytes).
+template <typename T, int W>
+__device__ __forceinline__ void stage_tile(unsigned char* dst, const T* src, int64_t seq, int rows, int per_row) {
+  constexpr int kRowVectors = hz::kPoolChunkBytes / 16;
+  static_assert(32 % kRowVectors == 0, "a warp covers whole rows of a full chunk");
+  const int lane = threadIdx.x & 31;
+  if (per_row == kRowVectors) {
+    // A full chunk: each lane copies one column of every (32 / kRowVectors)-th row.
+    const int c = lane % kRowVectors;
+    for (int r = lane / kRowVectors; r < rows; r += 32 / kRowVectors)
+      detail::copy_async16(dst + r * kStagePitch + c * 16, src + r * seq + c * W);
+  } else {
+    for (int q = lane; q < rows * per_row; q += 32) {
+      const int r = q / per_row, c = q % per_row;
+      detail::copy_async16(dst + r * kStagePitch + c * 16, src + r * seq + c * W);
+    }
+  }
+}
+
+// The vector path of the base pass (16-byte loads; dim % W == 0 and aligned
+// rows). Each warp walks 32-row batches of its block's positions; per batch
+// it stages every stream's rows in chunks of kPoolChunkBytes (a tile)
+// through kPoolStages shared buffers, with the copies of the next tiles in
+// flight while the lanes read the current one: each lane sums its own row's
+// squares in ascending d (no FMA, as the CPU does), and, when the pooled
+// level-L tensors are made here, the warp writes the mean of each whole
+// block of c_L rows among the batch's first pool_rows (fp32 sums in
+// ascending positions times the exact reciprocal, as gather computes them).
+// Writes the batch's level-1 scores to out_* and buf_*.
+template <typename T, int W>
+__device__ void vector_base_pass(const PoolArgs& a, int64_t b, int64_t kvh, int64_t bg, int64_t p0, int64_t p1,
+                                 unsigned char* stage, float* buf_qk, float* buf_kq, float* out_qk, float* out_kq) {
+  constexpr int kChunk = hz::kPoolChunkBytes / static_cast<int>(sizeof(T));
+  constexpr int kStages = hz::kPoolStages;
+  const Geometry& g = a.geo;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int streams = streams_of(a).count();
+  const int chunks = static_cast<int>((a.dim + kChunk - 1) / kChunk);
+  // Positions relative to p0 (a block covers at most kPoolPositions): 32-bit.
+  const int span = static_cast<int>(p1 - p0);
+  const int64_t whole = g.coarsest() * g.block(g.levels);  // positions in whole coarsest blocks
+  const int whole_rel = static_cast<int>(whole - p0 < 0 ? 0 : (whole - p0 < span ? whole - p0 : span));
+
+  // The next tile to issue: (batch start, stream, chunk), `streams * chunks` tiles per batch.
+  int next_r0 = streams > 0 ? warp * 32 : span;
+  int next_stream = 0, next_chunk = 0, next_buffer = 0;
+  const auto issue = [&] {
+    if (next_r0 < span) {
+      const Stream<T> st = stream_at<T>(a, next_stream, b, kvh);
+      const int d0 = next_chunk * kChunk;
+      const int per_row = static_cast<int>(a.dim - d0 < kChunk ? a.dim - d0 : kChunk) / W;
+      const int rows = span - next_r0 < 32 ? span - next_r0 : 32;
+      stage_tile<T, W>(stage + next_buffer * (32 * kStagePitch), st.rows + (p0 + next_r0) * st.seq + d0, st.seq,
+                       rows, per_row);
+      if (++next_chunk == chunks) {
+        next_chunk = 0;
+        if (++next_stream == streams) {
+          next_stream = 0;
+          next_r0 += kWarps * 32;
+        }
+      }
+    }
+    detail::copy_async_commit();  // an empty group when nothing is left: the waits below count groups
+    next_buffer = next_buffer + 1 == kStages ? 0 : next_buffer + 1;
+  };
+  for (int i = 0; i + 1 < kStages; ++i) issue();
+
+  int buffer = 0;
+  for (int r0 = warp * 32; r0 < span; r0 += kWarps * 32) {
+    const int rows = span - r0 < 32 ? span - r0 : 32;
+    const int pool_rows = whole_rel - r0 < 0 ? 0 : (whole_rel - r0 < rows ? whole_rel - r0 : rows);
+    const int64_t t0 = p0 + r0, t = t0 + lane;
+    float qk = 0.0f, kq = 0.0f;
+    for (int s = 0; s < streams; ++s) {
+      const Stream<T> st = stream_at<T>(a, s, b, kvh);
+      float acc = 0.0f;
+      for (int ch = 0; ch < chunks; ++ch) {
+        issue();
+        detail::copy_async_wait<kStages - 1>();  // this tile's group is complete
+        __syncwarp();                            // and every lane's copies are visible
+        const unsigned char* tile = stage + buffer * (32 * kStagePitch);
+        const int d0 = ch * kChunk;
+        const int elems = static_cast<int>(a.dim - d0 < kChunk ? a.dim - d0 : kChunk);
+        const int per_row = elems / W;
+        if (st.norm && lane < rows) {
+          for (int c = 0; c < per_row; ++c) {
+            float x[W];
+            detail::load_row<T, W>(tile + lane * kStagePitch, c * W, x);
+#pragma unroll
+            for (int j = 0; j < W; ++j) acc = __fadd_rn(acc, __fmul_rn(x[j], x[j]));
+          }
+        }
+        if (st.pooled != nullptr) {
+          // block_mean's arithmetic (block_mean.cuh) over the staged rows, with
+          // 32-bit indices: this loop sits in the hot base pass. An item is two
+          // adjacent elements (elems is a multiple of W, so even), read by one
+          // shared load and written by one store: half the loads and index
+          // arithmetic of one element each.
+          const int pairs = elems / 2;
+          const int c_l = static_cast<int>(g.block(g.levels));
+          const float inv = detail::block_reciprocal(g, g.levels);
+          for (int q = lane; q < (pool_rows / c_l) * pairs; q += 32) {
+            const int blk = q / pairs, e = 2 * (q % pairs);
+            float sum[2] = {0.0f, 0.0f};
+            for (int r = blk * c_l; r < (blk + 1) * c_l; ++r) {
+              float x[2];
+              load_pair<T>(tile + r * kStagePitch, e, x);
+              sum[0] = __fadd_rn(sum[0], x[0]);
+              sum[1] = __fadd_rn(sum[1], x[1]);
+            }
+            const int64_t o = (t0 / c_l + blk) * st.pooled_seq + d0 + e;
+            detail::store_pair<T>(st.pooled, o, __fmul_rn(sum[0], inv), __fmul_rn(sum[1], inv));
+          }
+        }
+        __syncwarp();  // the lanes are done with this buffer before a later issue refills it
+        buffer = buffer + 1 == kStages ? 0 : buffer + 1;
+      }
+      if (st.norm) {
+        const float n = sqrtf(acc);
+        if (st.is_q) {
+          qk = s == 0 ? n : lighthouse::detail::max_keep(qk, n);  // the q heads are streams 0..group-1
+        } else {
+          kq = n;
+        }
+      }
+    }
+    if (a.base_qk != nullptr) qk = lane < rows ? a.base_qk[bg * g.seq_len + t] : 0.0f;
+    if (a.base_kq != nullptr) kq = lane < rows ? a.base_kq[bg * g.seq_len + t] : 0.0f;
+    if (lane < rows) {
+      buf_qk[r0 + lane] = qk;
+      buf_kq[r0 + lane] = kq;
+      out_qk[t] = qk;
+      out_kq[t] = kq;
+    }
+  }
+}
+
+// The scalar path of the base pass: as vector_base_pass, without staging and
+// without pooled tensors (the launch makes them separately).
+template <typename T>
+__device__ void scalar_base_pass(const PoolArgs& a, int64_t b, int64_t kvh, int64_t bg, int64_t p0, int64_t p1,
+                                 float* buf_qk, float* buf_kq, float* out_qk, float* out_kq) {
+  const Geometry& g = a.geo;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int64_t t0 = p0 + warp * 32; t0 < p1; t0 += kWarps * 32) {
+    const int rows = static_cast<int>(p1 - t0 < 32 ? p1 - t0 : 32);
+    const int64_t t = t0 + lane;
+    float qk = 0.0f, kq = 0.0f;
+    if (a.base_qk == nullptr) {
+      for (int64_t h = 0; h < a.group; ++h) {
+        const float n = lane_norm<T>(a.q, a.qs, b, t0, rows, kvh * a.group + h, a.dim);
+        qk = h == 0 ? n : lighthouse::detail::max_keep(qk, n);
+      }
+    } else {
+      qk = lane < rows ? a.base_qk[bg * g.seq_len + t] : 0.0f;
+    }
+    kq = a.base_kq == nullptr ? lane_norm<T>(a.k, a.ks, b, t0, rows, kvh, a.dim)
+                              : (lane < rows ? a.base_kq[bg * g.seq_len + t] : 0.0f);
+    if (lane < rows) {
+      buf_qk[t - p0] = qk;
+      buf_kq[t - p0] = kq;
+      out_qk[t] = qk;
+      out_kq[t] = kq;
+    }
+  }
+}
+
+// Dynamic shared memory of pool_base_kernel: every warp's stage buffers on
+// the vector path, none on the scalar one.
+template <int W>
+constexpr size_t pool_stage_bytes() {
+  return W > 1 ? size_t{kWarps} * hz::kPoolStages * 32 * kStagePitch : 0;
+}
+
 template <typename T, int W>
 __global__ void __launch_bounds__(hz::kPoolThreads) pool_base_kernel(PoolArgs a) {
   constexpr int64_t Q = hz::kPoolPositions;  // the largest chunk
-  __shared__ __align__(16) unsigned char stage[kWarps][32 * kStagePitch];
+  extern __shared__ __align__(16) unsigned char stage[];  // [kWarps][kPoolStages][32 * kStagePitch]
   __shared__ float buf_qk[2][Q], buf_kq[2][Q];
   const Geometry& g = a.geo;
   // Chunk-major order: the (batch, KV head) pairs of one chunk are adjacent blocks, so the blocks
@@ -146,38 +320,14 @@ __global__ void __launch_bounds__(hz::kPoolThreads) pool_base_kernel(PoolArgs a)
   const int64_t b = bg / a.kv_heads, kvh = bg % a.kv_heads;
   const int64_t p0 = chunk_index * a.chunk;
   const int64_t p1 = p0 + a.chunk < g.seq_len ? p0 + a.chunk : g.seq_len;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float* out_qk = a.scores_qk + bg * g.pyramid_len;
   float* out_kq = a.scores_kq + bg * g.pyramid_len;
-
-  const bool pool = a.pooled_q != nullptr;
-  const int c_l = static_cast<int>(pool ? g.block(g.levels) : 1);
-  const int64_t whole = g.coarsest() * g.block(g.levels);  // positions in whole coarsest blocks
-  for (int64_t t0 = p0 + warp * 32; t0 < p1; t0 += kWarps * 32) {
-    const int rows = static_cast<int>(p1 - t0 < 32 ? p1 - t0 : 32);
-    const int pool_rows = static_cast<int>(whole - t0 < 0 ? 0 : (whole - t0 < rows ? whole - t0 : rows));
-    const int64_t t = t0 + lane;
-    float qk = 0.0f, kq = 0.0f;
-    if (a.base_qk == nullptr || pool) {
-      for (int64_t h = 0; h < a.group; ++h) {
-        const float n = warp_rows<T, W>(a.q, a.qs, b, t0, rows, kvh * a.group + h, a.dim, stage[warp],
-                                        a.base_qk == nullptr, a.pooled_q, a.pqs, c_l, pool_rows);
-        qk = h == 0 ? n : lighthouse::detail::max_keep(qk, n);
-      }
-    }
-    if (a.base_kq == nullptr || pool)
-      kq = warp_rows<T, W>(a.k, a.ks, b, t0, rows, kvh, a.dim, stage[warp], a.base_kq == nullptr, a.pooled_k, a.pks,
-                           c_l, pool_rows);
-    if (pool)
-      warp_rows<T, W>(a.v, a.vs, b, t0, rows, kvh, a.dim, stage[warp], false, a.pooled_v, a.pvs, c_l, pool_rows);
-    if (a.base_qk != nullptr) qk = lane < rows ? a.base_qk[bg * g.seq_len + t] : 0.0f;
-    if (a.base_kq != nullptr) kq = lane < rows ? a.base_kq[bg * g.seq_len + t] : 0.0f;
-    if (lane < rows) {
-      buf_qk[0][t - p0] = qk;
-      buf_kq[0][t - p0] = kq;
-      out_qk[t] = qk;
-      out_kq[t] = kq;
-    }
+  if constexpr (W > 1) {
+    const int warp = threadIdx.x >> 5;
+    vector_base_pass<T, W>(a, b, kvh, bg, p0, p1, stage + warp * (hz::kPoolStages * 32 * kStagePitch), buf_qk[0],
+                           buf_kq[0], out_qk, out_kq);
+  } else {
+    scalar_base_pass<T>(a, b, kvh, bg, p0, p1, buf_qk[0], buf_kq[0], out_qk, out_kq);
   }
   __syncthreads();
 
@@ -297,7 +447,15 @@ void launch(const PoolScoreParams& params, cudaStream_t stream) {
   const int64_t blocks = pool_blocks(d, chunk);
   if (blocks > 0x7fffffff) fail("pool_score blocks", "at most 2^31 - 1", blocks);
   if (vec) {
-    pool_base_kernel<T, W><<<static_cast<unsigned>(blocks), hz::kPoolThreads, 0, stream>>>(a);
+    constexpr size_t kStageBytes = pool_stage_bytes<W>();
+    // Above 48 KB of dynamic shared memory a kernel must opt in, per device.
+    cudaFuncAttributes attrs{};
+    detail::check_cuda(cudaFuncGetAttributes(&attrs, pool_base_kernel<T, W>), "cudaFuncGetAttributes(pool_base_kernel)");
+    if (kStageBytes > static_cast<size_t>(attrs.maxDynamicSharedSizeBytes))
+      detail::check_cuda(cudaFuncSetAttribute(pool_base_kernel<T, W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              static_cast<int>(kStageBytes)),
+                         "cudaFuncSetAttribute(pool_base_kernel)");
+    pool_base_kernel<T, W><<<static_cast<unsigned>(blocks), hz::kPoolThreads, kStageBytes, stream>>>(a);
   } else {
     pool_base_kernel<T, 1><<<static_cast<unsigned>(blocks), hz::kPoolThreads, 0, stream>>>(a);
   }

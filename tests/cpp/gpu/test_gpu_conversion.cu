@@ -1,8 +1,7 @@
 // The 16-bit stores of the CUDA stages against the reference conversion, for
 // every float: store_row rounds with the hardware's cvt where the bits agree
-// with from_float and routes NaNs to from_float (Rounding::kHardware), or
-// uses from_float alone (kReference: gather without rope tables); store_pair
-// (pool_score's pooled means) rounds as kHardware does; so each of
+// with from_float and routes NaNs to from_float; store_pair (pool_score's
+// pooled means) rounds the same way; so each of
 // the 2^32 inputs must come out with from_float's bits (a mismatch in a stage
 // would otherwise show only for the rare values random inputs never produce:
 // ties, subnormals, overflow, NaN payloads).
@@ -26,9 +25,9 @@ struct Mismatches {
   unsigned long long first;  // the smallest mismatching float's bits << 32 | what was stored (~0: none)
 };
 
-// How a test kernel writes one 16-byte vector: store_row with either
-// rounding, or store_pair per element pair (pool_score's pooled means).
-enum class Store { kRowHardware, kRowReference, kPairs };
+// How a test kernel writes one 16-byte vector: store_row, or store_pair per
+// element pair (pool_score's pooled means).
+enum class Store { kRow, kPairs };
 
 template <typename T, Store S, int W>
 __device__ __forceinline__ void store_vector(uint4* slot, const float (&x)[W]) {
@@ -37,8 +36,7 @@ __device__ __forceinline__ void store_vector(uint4* slot, const float (&x)[W]) {
 #pragma unroll
     for (int j = 0; j < W; j += 2) detail::store_pair<T>(slot, j, x[j], x[j + 1]);
   } else {
-    constexpr auto rounding = S == Store::kRowHardware ? detail::Rounding::kHardware : detail::Rounding::kReference;
-    detail::store_row<T, W, rounding>(slot, 0, x);
+    detail::store_row<T, W>(slot, 0, x);
   }
 }
 
@@ -92,14 +90,12 @@ void expect_every_float_matches(const char* type) {
 }
 
 TEST(GpuConversion, Bf16StoresEqualFromFloatForEveryFloat) {
-  expect_every_float_matches<bf16_t, Store::kRowHardware>("bf16, store_row, hardware rounding");
-  expect_every_float_matches<bf16_t, Store::kRowReference>("bf16, store_row, reference rounding");
+  expect_every_float_matches<bf16_t, Store::kRow>("bf16, store_row");
   expect_every_float_matches<bf16_t, Store::kPairs>("bf16, store_pair");
 }
 
 TEST(GpuConversion, F16StoresEqualFromFloatForEveryFloat) {
-  expect_every_float_matches<f16_t, Store::kRowHardware>("f16, store_row, hardware rounding");
-  expect_every_float_matches<f16_t, Store::kRowReference>("f16, store_row, reference rounding");
+  expect_every_float_matches<f16_t, Store::kRow>("f16, store_row");
   expect_every_float_matches<f16_t, Store::kPairs>("f16, store_pair");
 }
 
