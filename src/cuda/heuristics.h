@@ -20,9 +20,10 @@ constexpr int kPoolStages = 2;
 // blocks fit are max-reduced in shared memory; coarser ones in a follow-up
 // launch per level. Shorter sequences take smaller blocks, down to
 // kPoolMinPositions (a 32-row batch per warp), until the grid has
-// kPoolMinBlocksPerSm blocks per SM (8 waves of the 4 that 64 registers
-// allow; against 2 waves, pool_score 7.6% faster at 512K with 8 KV heads on
-// the H200, bench/NOTES.md).
+// kPoolMinBlocksPerSm blocks per SM (16 waves of the 2 blocks an SM's shared
+// memory holds; set when 4 blocks fit, where 8 waves against 2 made
+// pool_score 7.6% faster at 512K with 8 KV heads on the H200,
+// bench/NOTES.md).
 constexpr int64_t kPoolPositions = 1024;
 constexpr int64_t kPoolMinPositions = 32 * (kPoolThreads / 32);
 constexpr int kPoolMinBlocksPerSm = 32;

@@ -85,8 +85,8 @@ struct PoolArgs {
   int fused_levels;  // levels 2..fused_levels are reduced in the block
 };
 
-// One stream of rows a warp stages on the vector path: q head `head`, k or v
-// of one batch row, from position 0, and where its pooled means go.
+// One stream of rows a warp stages on the vector path: one head of q, k or
+// v in one batch row, from position 0, and where its pooled means go.
 template <typename T>
 struct Stream {
   const T* rows;       // element (b, 0, head, 0)
