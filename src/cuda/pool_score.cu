@@ -26,6 +26,7 @@ using detail::check_launch;
 
 constexpr int kWarps = hz::kPoolThreads / 32;
 constexpr int kStagePitch = hz::kPoolChunkBytes + 16;  // +16 bytes: conflict-free 16-byte row reads
+constexpr int kTileBytes = 32 * kStagePitch;            // one staged tile: a warp's 32 rows of one chunk
 static_assert(hz::kPoolChunkBytes % 16 == 0, "chunks are whole 16-byte vectors");
 static_assert((hz::kPoolPositions & (hz::kPoolPositions - 1)) == 0, "chunk must be a power of two");
 static_assert((hz::kPoolMinPositions & (hz::kPoolMinPositions - 1)) == 0 && hz::kPoolMinPositions <= hz::kPoolPositions,
@@ -185,7 +186,7 @@ __device__ void vector_base_pass(const PoolArgs& a, int64_t b, int64_t kvh, int6
       const int d0 = next_chunk * kChunk;
       const int per_row = static_cast<int>(a.dim - d0 < kChunk ? a.dim - d0 : kChunk) / W;
       const int rows = span - next_r0 < 32 ? span - next_r0 : 32;
-      stage_tile<T, W>(stage + next_buffer * (32 * kStagePitch), st.rows + (p0 + next_r0) * st.seq + d0, st.seq,
+      stage_tile<T, W>(stage + next_buffer * kTileBytes, st.rows + (p0 + next_r0) * st.seq + d0, st.seq,
                        rows, per_row);
       if (++next_chunk == chunks) {
         next_chunk = 0;
@@ -213,7 +214,7 @@ __device__ void vector_base_pass(const PoolArgs& a, int64_t b, int64_t kvh, int6
         issue();
         detail::copy_async_wait<kStages - 1>();  // this tile's group is complete
         __syncwarp();                            // and every lane's copies are visible
-        const unsigned char* tile = stage + buffer * (32 * kStagePitch);
+        const unsigned char* tile = stage + buffer * kTileBytes;
         const int d0 = ch * kChunk;
         const int elems = static_cast<int>(a.dim - d0 < kChunk ? a.dim - d0 : kChunk);
         const int per_row = elems / W;
@@ -304,13 +305,13 @@ __device__ void scalar_base_pass(const PoolArgs& a, int64_t b, int64_t kvh, int6
 // the vector path, none on the scalar one.
 template <int W>
 constexpr size_t pool_stage_bytes() {
-  return W > 1 ? size_t{kWarps} * hz::kPoolStages * 32 * kStagePitch : 0;
+  return W > 1 ? size_t{kWarps} * hz::kPoolStages * kTileBytes : 0;
 }
 
 template <typename T, int W>
 __global__ void __launch_bounds__(hz::kPoolThreads) pool_base_kernel(PoolArgs a) {
   constexpr int64_t Q = hz::kPoolPositions;  // the largest chunk
-  extern __shared__ __align__(16) unsigned char stage[];  // [kWarps][kPoolStages][32 * kStagePitch]
+  extern __shared__ __align__(16) unsigned char stage[];  // [kWarps][kPoolStages][kTileBytes]
   __shared__ float buf_qk[2][Q], buf_kq[2][Q];
   const Geometry& g = a.geo;
   // Chunk-major order: the (batch, KV head) pairs of one chunk are adjacent blocks, so the blocks
@@ -324,8 +325,8 @@ __global__ void __launch_bounds__(hz::kPoolThreads) pool_base_kernel(PoolArgs a)
   float* out_kq = a.scores_kq + bg * g.pyramid_len;
   if constexpr (W > 1) {
     const int warp = threadIdx.x >> 5;
-    vector_base_pass<T, W>(a, b, kvh, bg, p0, p1, stage + warp * (hz::kPoolStages * 32 * kStagePitch), buf_qk[0],
-                           buf_kq[0], out_qk, out_kq);
+    vector_base_pass<T, W>(a, b, kvh, bg, p0, p1, stage + warp * (hz::kPoolStages * kTileBytes), buf_qk[0], buf_kq[0],
+                           out_qk, out_kq);
   } else {
     scalar_base_pass<T>(a, b, kvh, bg, p0, p1, buf_qk[0], buf_kq[0], out_qk, out_kq);
   }
