@@ -35,6 +35,25 @@ inline int sm_count() {
   return sms;
 }
 
+// Prepares `kernel` to take `bytes` of dynamic shared memory per block on the
+// current device: false when they exceed what the device allows a block (its
+// opt-in limit less the kernel's static shared memory); else true, after
+// opting the kernel in when bytes pass the default limit (48 KB less the
+// static shared memory). `name` names the kernel in errors.
+template <typename Kernel>
+bool reserve_dynamic_shared(Kernel kernel, int64_t bytes, const char* name) {
+  int device = 0, optin = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+  cudaFuncAttributes attrs{};
+  check_cuda(cudaFuncGetAttributes(&attrs, kernel), (std::string("cudaFuncGetAttributes(") + name + ")").c_str());
+  if (bytes > optin - static_cast<int64_t>(attrs.sharedSizeBytes)) return false;
+  if (bytes > attrs.maxDynamicSharedSizeBytes)
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+               (std::string("cudaFuncSetAttribute(") + name + ")").c_str());
+  return true;
+}
+
 // Blocks for a grid-stride loop over `items`: enough to fill the device,
 // never more than the items need (at least one).
 inline unsigned grid_for(int64_t items, int threads, int blocks_per_sm) {

@@ -104,13 +104,14 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
 
 // Tiled kernel: a block covers a tile of `tile` consecutive positions of one
 // batch row at a time. It first stages the tile's slots (every level, every
-// KV head; -1 where nothing covers a position) in shared memory with
-// coalesced loads, so the per-position slot lookups leave the dependent
-// global-load chain; then its x-threads cover one position's row items (as
-// in the kernel above) and its y-threads share the tile's positions, each
-// thread decoding its item once per tile. Stores of consecutive x-threads are
-// consecutive 16-byte vectors. The sum is the same as above: levels 1..L in
-// order.
+// KV head; -1 where nothing covers a position) and which levels contribute to
+// each position in shared memory with coalesced loads, so the per-position
+// slot lookups leave the dependent global-load chain and, without tables,
+// skip the absent levels (most positions have only the coarsest); then its
+// x-threads cover one position's row items (as in the kernel above) and its
+// y-threads share the tile's positions, each thread decoding its item once
+// per tile. Stores of consecutive x-threads are consecutive 16-byte vectors.
+// The sum is the same as above: levels 1..L in order.
 // With rope tables, a level-l entry contributes the same values (its row
 // rotated back at its own position, times 1/c_l) to each of the c_l positions
 // it covers, so each y-thread walks a contiguous run of positions and keeps
@@ -121,37 +122,29 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
 // an L1 load and its registers cost more (measured), so the positions
 // interleave over the y-threads as before.
 template <typename T, int W, RopeMode M>
-__global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm)
+__global__ void __launch_bounds__(hz::kTiledMaxThreads, M == RopeMode::kNone ? hz::kGatherBackwardPlainMinBlocksPerSm
+                                                                              : hz::kTiledMinBlocksPerSm)
     gather_backward_tiled_kernel(GatherBackwardParams p, int64_t group, int items, detail::ItemLayout layout,
                                  int tile) {
   constexpr int C = detail::rope_chunks<M>();
   constexpr int K = M == RopeMode::kNone ? 0 : hz::kGatherBackwardCachedLevels;
-  extern __shared__ int32_t tile_slots[];  // [levels][kv_heads][tile]
+  extern __shared__ int32_t tile_slots[];  // [levels][kv_heads][tile], then present-level masks [kv_heads][tile]
   const Geometry& g = p.geo;
   const int64_t H = p.dims.heads, kvn = p.dims.kv_heads, N = p.dims.seq_len;
   const int row_len = static_cast<int>(H + 2 * kvn) * items;
   const int64_t tiles = (N + tile - 1) / tile;
-  const int threads = blockDim.x * blockDim.y, tid = threadIdx.y * blockDim.x + threadIdx.x;
-  const int table = g.levels * static_cast<int>(kvn) * tile;
   const int level_stride = static_cast<int>(kvn) * tile;
+  uint32_t* tile_present = reinterpret_cast<uint32_t*>(tile_slots + g.levels * level_stride);
   // Levels first_cached..L are reused across positions (none: L + 1); level 1 never is, its entries cover one
   // position each.
   const int first_cached = K == 0 ? g.levels + 1 : (g.levels - K + 1 > 2 ? g.levels - K + 1 : 2);
   for (int64_t item = blockIdx.x; item < p.dims.batch * tiles; item += gridDim.x) {
     const int64_t b = item / tiles, t0 = (item % tiles) * tile;
-    __syncthreads();  // the previous tile's readers are done with tile_slots
-    for (int e = tid; e < table; e += threads) {
-      const int i = e % tile, l = e / level_stride + 1, kvh = (e / tile) % static_cast<int>(kvn);
-      const int64_t t = t0 + i;
-      int32_t s = -1;
-      if (t < N) {
-        const int64_t local = t >> ((l - 1) * g.log2_pooling);
-        // Past a level's last whole block (its ragged tail) nothing covers t.
-        if (local < g.size(l)) s = p.slots[(b * kvn + kvh) * g.pyramid_len + g.offset(l) + local];
-      }
-      tile_slots[e] = s;
-    }
-    __syncthreads();
+    // Past a level's last whole block (its ragged tail) nothing covers t.
+    detail::stage_tile_slots(p.slots, g, kvn, N, b, t0, tile, tile_slots, tile_present, [&](int64_t t, int l) {
+      const int64_t local = t >> ((l - 1) * g.log2_pooling);
+      return local < g.size(l) ? local : int64_t{-1};
+    });
     const int positions = N - t0 < tile ? static_cast<int>(N - t0) : tile;
     const detail::PositionRun run =
         K > 0 ? detail::position_run(positions) : detail::PositionRun{static_cast<int>(threadIdx.y), positions};
@@ -168,6 +161,7 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
       const Strides ds = which == 0 ? p.grad_q_strides : (which == 1 ? p.grad_k_strides : p.grad_v_strides);
       const T* sel = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, 0, head) + col;
       const int32_t* my_slots = tile_slots + kvh * tile;
+      const uint32_t* my_present = tile_present + kvh * tile;
       const int64_t sel_seq = ss.seq, out_step = ds.seq * stride;
       T* out = static_cast<T*>(dst) + lighthouse::detail::at(ds, b, t0 + run.first, head) + col;
       float cached[K > 0 ? K : 1][C][W];  // level first_cached + k's contribution, from slot cached_slot[k]
@@ -180,21 +174,31 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kTiledMinBlocksPerSm
         for (int ch = 0; ch < C; ++ch)
 #pragma unroll
           for (int j = 0; j < W; ++j) acc[ch][j] = 0.0f;
-        const int32_t* slot = my_slots + i;  // level l's slot, stepped by level_stride
-        for (int l = 1; l < first_cached; ++l, slot += level_stride) {
-          const int32_t s = *slot;
-          if (s >= 0) {
-            float x[C][W];
+        // Level l's contribution from slot s: the row (rotated back with tables) times 1/c_l, added to acc.
+        const auto add_level = [&](int l, int32_t s) {
+          float x[C][W];
 #pragma unroll
-            for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s * sel_seq + ch * layout.offset, x[ch]);
-            rotate_back_entry<W, M>(p, x, which, b, t0 + i, l, col, layout.offset);
-            const float inv = detail::block_reciprocal(g, l);
+          for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s * sel_seq + ch * layout.offset, x[ch]);
+          rotate_back_entry<W, M>(p, x, which, b, t0 + i, l, col, layout.offset);
+          const float inv = detail::block_reciprocal(g, l);
 #pragma unroll
-            for (int ch = 0; ch < C; ++ch)
+          for (int ch = 0; ch < C; ++ch)
 #pragma unroll
-              for (int j = 0; j < W; ++j) acc[ch][j] = __fadd_rn(acc[ch][j], __fmul_rn(x[ch][j], inv));
+            for (int j = 0; j < W; ++j) acc[ch][j] = __fadd_rn(acc[ch][j], __fmul_rn(x[ch][j], inv));
+        };
+        if constexpr (K == 0) {
+          // Only the levels present at this position, ascending: bit l - 1 for level l.
+          for (uint32_t bits = my_present[i]; bits != 0; bits &= bits - 1) {
+            const int l = __ffs(bits);
+            add_level(l, my_slots[(l - 1) * level_stride + i]);
           }
+        } else {
+          // Levels 1..first_cached - 1 by their slots (walking the masks here measured slower with tables).
+          const int32_t* slot = my_slots + i;
+          for (int l = 1; l < first_cached; ++l, slot += level_stride)
+            if (*slot >= 0) add_level(l, *slot);
         }
+        const int32_t* slot = my_slots + (first_cached - 1) * level_stride + i;  // the cached levels' slots
 #pragma unroll
         for (int k = 0; k < K; ++k) {
           const int l = first_cached + k;

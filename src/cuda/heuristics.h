@@ -65,15 +65,21 @@ constexpr int kTiledThreads = 256;
 constexpr int kTiledMaxThreads = 256;
 constexpr int64_t kTiledMaxSharedBytes = 16 * 1024;
 constexpr int kTiledBlocksPerSm = 16;
-// gather_backward's tiled kernel: __launch_bounds__ minimum resident blocks
-// of kTiledMaxThreads threads; the register cap is 65536 / (kTiledMaxThreads *
-// kTiledMinBlocksPerSm). Measured on the H200 (bench/NOTES.md): 256 x 2 beat
-// 512 x 2 by 2%; any lower cap spills.
+// gather_backward's tiled kernel with rope tables: __launch_bounds__ minimum
+// resident blocks of kTiledMaxThreads threads; the register cap is 65536 /
+// (kTiledMaxThreads * kTiledMinBlocksPerSm). Measured on the H200
+// (bench/NOTES.md): 256 x 2 beat 512 x 2 by 2%; any lower cap spills.
 constexpr int kTiledMinBlocksPerSm = 2;
-// The tiled scatter's own minimum: 5 caps it at 48 registers without spills
-// (ptxas, sm_90; 52 uncapped = 4 blocks), so 5 blocks of 256 threads fit:
-// scatter 5% faster at 128K and 512K on the H200 (bench/NOTES.md).
-constexpr int kScatterTiledMinBlocksPerSm = 5;
+// The same kernel without tables: 6 blocks (40 registers, 16 / 40 bytes of
+// spills) since it walks only the levels present at a position; on the H200
+// 10-15% faster than its own 61 registers (4 blocks) at 128K and 512K, and
+// than 5 blocks (48 registers, no spills) by 3-5% (bench/NOTES.md).
+constexpr int kGatherBackwardPlainMinBlocksPerSm = 6;
+// The tiled scatter's own minimum: 6 caps it at 40 registers without spills
+// (ptxas, sm_90; 46 uncapped = 5 blocks), so 6 blocks of 256 threads fit:
+// scatter 9% faster at 128K and 512K with H = 8 on the H200, 4% at 128K with
+// H = 4 and 3% slower at 64K with H = 4 (bench/NOTES.md).
+constexpr int kScatterTiledMinBlocksPerSm = 6;
 // gather_backward's tiled kernel with rope tables: the coarsest levels whose
 // rotated-back contribution a thread keeps in registers across the positions
 // one entry covers (2 * W floats each for rotate-half pairs: one level is what

@@ -429,6 +429,9 @@ void launch(const PoolScoreParams& params, cudaStream_t stream) {
   if (params.base_kq == nullptr || pooled)
     vec = vec && detail::aligned16(params.k) && detail::strides_multiple(params.k_strides, W);
   if (pooled) vec = vec && detail::aligned16(params.v) && detail::strides_multiple(params.v_strides, W);
+  // The vector path stages rows in dynamic shared memory; a device that cannot give a block that much takes the
+  // scalar path.
+  vec = vec && detail::reserve_dynamic_shared(pool_base_kernel<T, W>, pool_stage_bytes<W>(), "pool_base_kernel");
   const bool out_vec = pooled && vec && detail::aligned16(params.pooled_q) && detail::aligned16(params.pooled_k) &&
                        detail::aligned16(params.pooled_v) && detail::strides_multiple(params.pooled_q_strides, W) &&
                        detail::strides_multiple(params.pooled_k_strides, W) &&
@@ -448,15 +451,7 @@ void launch(const PoolScoreParams& params, cudaStream_t stream) {
   const int64_t blocks = pool_blocks(d, chunk);
   if (blocks > 0x7fffffff) fail("pool_score blocks", "at most 2^31 - 1", blocks);
   if (vec) {
-    constexpr size_t kStageBytes = pool_stage_bytes<W>();
-    // Above 48 KB of dynamic shared memory a kernel must opt in, per device.
-    cudaFuncAttributes attrs{};
-    detail::check_cuda(cudaFuncGetAttributes(&attrs, pool_base_kernel<T, W>), "cudaFuncGetAttributes(pool_base_kernel)");
-    if (kStageBytes > static_cast<size_t>(attrs.maxDynamicSharedSizeBytes))
-      detail::check_cuda(cudaFuncSetAttribute(pool_base_kernel<T, W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              static_cast<int>(kStageBytes)),
-                         "cudaFuncSetAttribute(pool_base_kernel)");
-    pool_base_kernel<T, W><<<static_cast<unsigned>(blocks), hz::kPoolThreads, kStageBytes, stream>>>(a);
+    pool_base_kernel<T, W><<<static_cast<unsigned>(blocks), hz::kPoolThreads, pool_stage_bytes<W>(), stream>>>(a);
   } else {
     pool_base_kernel<T, 1><<<static_cast<unsigned>(blocks), hz::kPoolThreads, 0, stream>>>(a);
   }

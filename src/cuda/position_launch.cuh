@@ -28,7 +28,8 @@ __device__ __forceinline__ PositionRun position_run(int positions) {
 }
 
 // Launches tiled(args..., tile) with tiled_shape's grid, block and shared slot
-// table when a tile's table (levels x kv_heads x positions int32s) fits,
+// table when a tile's table ((levels + 1) x kv_heads x positions 32-bit words,
+// stage_tile_slots) fits,
 // else plain(args...) as a grid-stride loop over (batch, positions).
 // `row_len` is the work items of one position; `stage` names the kernels in
 // errors (stage_tiled_kernel, stage_kernel).
@@ -36,7 +37,8 @@ template <typename Tiled, typename Plain, typename... Args>
 void launch_by_position(const char* stage, int64_t row_len, const Dims& d, int levels, cudaStream_t stream,
                         Tiled tiled, Plain plain, const Args&... args) {
   namespace hz = heuristics;
-  const TiledShape ts = tiled_shape(row_len, d.batch, d.seq_len, int64_t{levels} * d.kv_heads);
+  // The shared table: the tile's slots of every level and KV head, then one row of present-level masks per KV head.
+  const TiledShape ts = tiled_shape(row_len, d.batch, d.seq_len, int64_t{levels + 1} * d.kv_heads);
   if (ts.tile > 0) {
     tiled<<<ts.grid, ts.block, ts.shared_bytes, stream>>>(args..., ts.tile);
   } else {
@@ -46,6 +48,36 @@ void launch_by_position(const char* stage, int64_t row_len, const Dims& d, int l
   const cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess)
     check_cuda(status, (std::string(stage) + (ts.tile > 0 ? "_tiled_kernel" : "_kernel")).c_str());
+}
+
+// Stages the slots of the tile of `tile` positions from t0 of batch row b into
+// shared memory, for a tiled kernel's block: slots[(l - 1) * kv_heads * tile +
+// kvh * tile + i] is the slot of the level-l entry whose window `Covers`
+// position t0 + i (-1: none, or past N), and present[kvh * tile + i] has bit
+// l - 1 set when that slot is not -1 (levels <= 32), so the position loops
+// visit only the levels that contribute. Every thread of the block calls it;
+// it returns after a barrier.
+template <typename Covers>
+__device__ __forceinline__ void stage_tile_slots(const int32_t* all_slots, const Geometry& g, int64_t kvn, int64_t N,
+                                                 int64_t b, int64_t t0, int tile, int32_t* slots, uint32_t* present,
+                                                 Covers covers) {
+  const int threads = blockDim.x * blockDim.y, tid = threadIdx.y * blockDim.x + threadIdx.x;
+  const int level_stride = static_cast<int>(kvn) * tile;
+  __syncthreads();  // the previous tile's readers are done with the table
+  for (int e = tid; e < level_stride; e += threads) {
+    const int i = e % tile, kvh = e / tile;
+    const int64_t t = t0 + i;
+    const int32_t* kv_slots = all_slots + (b * kvn + kvh) * g.pyramid_len;
+    uint32_t bits = 0;
+    for (int l = 1; l <= g.levels; ++l) {
+      const int64_t local = t < N ? covers(t, l) : -1;
+      const int32_t s = local >= 0 ? kv_slots[g.offset(l) + local] : -1;
+      slots[(l - 1) * level_stride + e] = s;
+      bits |= static_cast<uint32_t>(s >= 0) << (l - 1);
+    }
+    present[e] = bits;
+  }
+  __syncthreads();
 }
 
 }  // namespace lighthouse::cuda::detail

@@ -61,56 +61,50 @@ __global__ void __launch_bounds__(hz::kStreamThreads) scatter_kernel(ScatterPara
 
 // Tiled kernel: a block covers a tile of `tile` consecutive positions of one
 // batch row at a time. It first stages the tile's slots (every level, every
-// KV head; -1 where no window covers a position) in shared memory with
-// coalesced loads, so the per-position slot lookups leave the dependent
-// global-load chain; then its x-threads cover one position's H rows of
-// vectors and each y-thread walks its own contiguous run of the tile's
-// positions (measured faster than interleaving them), decoding its item once
-// per tile. Stores of consecutive x-threads are consecutive 16-byte vectors.
+// KV head; -1 where no window covers a position) and which levels contribute
+// to each position in shared memory with coalesced loads, so the
+// per-position slot lookups leave the dependent global-load chain and skip
+// the absent levels (most positions have only the coarsest); then its
+// x-threads cover one position's H rows of vectors and each y-thread walks
+// its own contiguous run of the tile's positions (measured faster than
+// interleaving them), decoding its item once per tile. Stores of consecutive x-threads are consecutive 16-byte vectors.
 // The sum is the same as above: levels 1..L in order.
 template <typename T, int W>
 __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kScatterTiledMinBlocksPerSm)
     scatter_tiled_kernel(ScatterParams p, int64_t group, int vecs, int tile) {
-  extern __shared__ int32_t tile_slots[];  // [levels][kv_heads][tile]
+  extern __shared__ int32_t tile_slots[];  // [levels][kv_heads][tile], then present-level masks [kv_heads][tile]
   const Geometry& g = p.geo;
   const int64_t kvn = p.dims.kv_heads, N = p.dims.seq_len;
   const int row_len = static_cast<int>(p.dims.heads) * vecs;
   const int64_t tiles = (N + tile - 1) / tile;
-  const int threads = blockDim.x * blockDim.y, tid = threadIdx.y * blockDim.x + threadIdx.x;
-  const int table = g.levels * static_cast<int>(kvn) * tile;
   const int level_stride = static_cast<int>(kvn) * tile;
+  uint32_t* tile_present = reinterpret_cast<uint32_t*>(tile_slots + g.levels * level_stride);
   for (int64_t item = blockIdx.x; item < p.dims.batch * tiles; item += gridDim.x) {
     const int64_t b = item / tiles, t0 = (item % tiles) * tile;
-    __syncthreads();  // the previous tile's readers are done with tile_slots
-    for (int e = tid; e < table; e += threads) {
-      const int i = e % tile, l = e / level_stride + 1, kvh = (e / tile) % static_cast<int>(kvn);
-      const int64_t t = t0 + i, c = g.block(l);
-      // A window starts at c - 1: levels whose first window starts after t do not reach it.
-      tile_slots[e] = t < N && t >= c - 1
-                          ? p.slots[(b * kvn + kvh) * g.pyramid_len + g.offset(l) + ((t - c + 1) >> ((l - 1) * g.log2_pooling))]
-                          : -1;
-    }
-    __syncthreads();
+    // A window starts at c - 1: levels whose first window starts after t do not reach it.
+    detail::stage_tile_slots(p.slots, g, kvn, N, b, t0, tile, tile_slots, tile_present, [&](int64_t t, int l) {
+      const int64_t c = g.block(l);
+      return t >= c - 1 ? (t - c + 1) >> ((l - 1) * g.log2_pooling) : int64_t{-1};
+    });
     const detail::PositionRun run = detail::position_run(N - t0 < tile ? static_cast<int>(N - t0) : tile);
     for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
       const int64_t h = inner / vecs, col = int64_t{inner % vecs} * W;
       const T* o_sel = static_cast<const T*>(p.o_sel) + lighthouse::detail::at(p.o_sel_strides, b, 0, h) + col;
       const int32_t* my_slots = tile_slots + (h / group) * tile;
+      const uint32_t* my_present = tile_present + (h / group) * tile;
       const int64_t sel_seq = p.o_sel_strides.seq;
       T* out = static_cast<T*>(p.out) + lighthouse::detail::at(p.out_strides, b, t0 + run.first, h) + col;
       for (int i = run.first; i < run.last; ++i, out += p.out_strides.seq) {
         float acc[W];
 #pragma unroll
         for (int j = 0; j < W; ++j) acc[j] = 0.0f;
-        const int32_t* slot = my_slots + i;  // level l's slot, stepped by level_stride
-        for (int l = 1; l <= g.levels; ++l, slot += level_stride) {
-          const int32_t s = *slot;
-          if (s >= 0) {
-            float x[W];
-            detail::load_row<T, W>(o_sel, s * sel_seq, x);
+        // The contributing levels, ascending: bit l - 1 for level l.
+        for (uint32_t bits = my_present[i]; bits != 0; bits &= bits - 1) {
+          const int32_t s = my_slots[(__ffs(bits) - 1) * level_stride + i];
+          float x[W];
+          detail::load_row<T, W>(o_sel, s * sel_seq, x);
 #pragma unroll
-            for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], x[j]);
-          }
+          for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], x[j]);
         }
         detail::store_row<T, W>(out, 0, acc);
       }

@@ -13,8 +13,6 @@
 // levels) lives in shared memory when it fits, else in a global buffer.
 // Level-L candidates are read straight from the scores, so the tile's
 // coarsest-entry count C has no size limit.
-#include <algorithm>
-
 #include "common.cuh"
 #include "heuristics.h"
 #include "lighthouse/checks.h"
@@ -386,21 +384,9 @@ void select(const SelectParams& params, void* stream_ptr) {
   detail::check_cuda(cudaMemsetAsync(params.slots, 0xff, sizeof(int32_t) * heads * g.pyramid_len, stream),
                      "cudaMemsetAsync(slots)");
 
-  int device = 0, optin = 0;
-  detail::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  detail::check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-                     "cudaDeviceGetAttribute");
-  cudaFuncAttributes attrs{};
-  detail::check_cuda(cudaFuncGetAttributes(&attrs, select_kernel), "cudaFuncGetAttributes(select_kernel)");
-  const int64_t shared_limit = std::min<int64_t>(hz::kSelectMaxSharedBytes, optin - static_cast<int64_t>(attrs.sharedSizeBytes));
   const int64_t space_bytes = a.workspace_ints * int64_t{sizeof(int)};
-
-  if (space_bytes <= shared_limit) {
-    // The default limit is 48 KB less the kernel's static shared memory.
-    if (space_bytes > attrs.maxDynamicSharedSizeBytes)
-      detail::check_cuda(cudaFuncSetAttribute(select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              static_cast<int>(space_bytes)),
-                         "cudaFuncSetAttribute(select_kernel)");
+  if (space_bytes <= hz::kSelectMaxSharedBytes &&
+      detail::reserve_dynamic_shared(select_kernel, space_bytes, "select_kernel")) {
     select_kernel<<<static_cast<unsigned>(blocks), hz::kSelectThreads, static_cast<size_t>(space_bytes), stream>>>(a);
     detail::check_launch("select_kernel");
     return;

@@ -212,6 +212,12 @@ std::vector<RopeShape> shapes() {
       make("interleaved_f32", 1, 4096, 2, 2, 32, 4, 3, 256, kF32, 'i', false),
       make("half_f16", 1, 4096, 2, 2, 64, 4, 3, 256, kF16, 'h', false),
       make("interleaved_f16_batched", 2, 4096, 2, 1, 64, 4, 3, 256, kF16, 'i', true, kSeq, kHead, 12),
+      // rotate-half on the 16-byte path at the benchmark's head_dim (rows of 8 pair items; a query group of 3
+      // whose rows leave warps part-filled), at 256 in f32, and at 16 (one pair item per row)
+      make("half_bf16_d128", 1, 4096, 8, 8, 128, 4, 3, 256, kBF16, 'h', false),
+      make("half_group3_bf16_d128", 1, 4096 + 64, 3, 1, 128, 4, 3, 256, kBF16, 'h', true),
+      make("half_f32_d256", 1, 4096 + 17, 2, 2, 256, 4, 3, 256, kF32, 'h', false),
+      make("half_bf16_d16_ragged", 1, 4096 + 5, 4, 2, 16, 4, 3, 256, kBF16, 'h', false),
       // ragged N and GQA
       make("ragged_gqa2_bf16", 1, 5119, 4, 2, 64, 4, 3, 256, kBF16, 'h', true),
       make("ragged_gqa8_f32", 2, 4096 + 1000, 8, 1, 16, 4, 3, 256, kF32, 'i', false),
@@ -236,9 +242,10 @@ std::vector<RopeShape> shapes() {
       make("aligned_strides_bf16", 1, 4096, 4, 4, 64, 4, 3, 256, kBF16, 'i', false, kAligned, kAligned),
       make("scrambled_bf16", 2, 4096 + 3, 4, 2, 24, 4, 3, 256, kBF16, 'h', true, kScrambled, kScrambled),
       make("scrambled_f16", 1, 4096, 2, 1, 16, 4, 3, 256, kF16, 'i', false, kScrambled, kSeq),
-      // levels x kv_heads > 4096: no tiled slot table fits, gather_backward takes the plain kernel
+      // (levels + 1) x kv_heads > 4096: no tiled slot table fits, gather_backward takes the plain kernel
       make("plain_backward_half_bf16", 1, 40, 2050, 2050, 8, 2, 2, 2, kBF16, 'h', false, kSeq, kHead, 0, 0, 2),
       make("plain_backward_interleaved_f32", 1, 41, 2050, 2050, 6, 2, 2, 2, kF32, 'i', true, kSeq, kHead, 0, 0, 2),
+      make("plain_backward_half_bf16_d16", 1, 40, 2050, 2050, 16, 2, 2, 2, kBF16, 'h', false, kSeq, kHead, 0, 0, 2),
   };
 }
 

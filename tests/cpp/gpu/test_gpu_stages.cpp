@@ -1,7 +1,8 @@
 // Every CUDA stage against the CPU reference, bit for bit, over named
 // families of shapes: regular, ragged N, GQA group sizes, pooling factors,
 // pyramid depths, dtypes, strided layouts, head dims off the vector width,
-// pyramids coarser than one pool_score chunk and S > 65,535.
+// pyramids coarser than one pool_score chunk, S > 65,535, and too many KV
+// heads for the tiled kernels' shared slot table.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -86,6 +87,10 @@ std::vector<Shape> shapes() {
                    Layout::kScrambled),
       with_layouts(make("scrambled_f16", 1, 4096, 2, 1, 16, 4, 3, 256, kF16), Layout::kScrambled,
                    Layout::kSeqMajor),
+      // (levels + 1) x kv_heads > 4096: no tiled slot table fits, scatter and gather_backward take their plain
+      // kernels
+      with_budget(make("plain_position_kernels_bf16", 1, 40, 2050, 2050, 8, 2, 2, 2, kBF16), 2),
+      with_budget(make("plain_position_kernels_f32", 1, 41, 1366, 1366, 3, 2, 2, 2, kF32), 2),
       // the smallest tile budget (one entry per side and level)
       with_budget(make("tile_budget_2", 1, 100, 1, 1, 8, 4, 3, 4, kBF16), 2),
       // the lagged and causal selection rules
