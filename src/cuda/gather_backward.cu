@@ -106,12 +106,12 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
 // batch row at a time. It first stages the tile's slots (every level, every
 // KV head; -1 where nothing covers a position) and which levels contribute to
 // each position in shared memory with coalesced loads, so the per-position
-// slot lookups leave the dependent global-load chain and, without tables,
-// skip the absent levels (most positions have only the coarsest); then its
-// x-threads cover one position's row items (as in the kernel above) and its
-// y-threads share the tile's positions, each thread decoding its item once
-// per tile. Stores of consecutive x-threads are consecutive 16-byte vectors.
-// The sum is the same as above: levels 1..L in order.
+// slot lookups leave the dependent global-load chain and skip the absent
+// levels (most positions have only the coarsest); then its x-threads cover
+// one position's row items (as in the kernel above) and its y-threads share
+// the tile's positions, each thread decoding its item once per tile. Stores
+// of consecutive x-threads are consecutive 16-byte vectors. The sum is the
+// same as above: levels 1..L in order.
 // With rope tables, a level-l entry contributes the same values (its row
 // rotated back at its own position, times 1/c_l) to each of the c_l positions
 // it covers, so each y-thread walks a contiguous run of positions and keeps
@@ -136,15 +136,17 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, M == RopeMode::kNone ? h
   const int level_stride = static_cast<int>(kvn) * tile;
   uint32_t* tile_present = reinterpret_cast<uint32_t*>(tile_slots + g.levels * level_stride);
   // Levels first_cached..L are reused across positions (none: L + 1); level 1 never is, its entries cover one
-  // position each.
+  // position each. The levels below first_cached are visited through the present-level masks.
   const int first_cached = K == 0 ? g.levels + 1 : (g.levels - K + 1 > 2 ? g.levels - K + 1 : 2);
+  const uint32_t uncached = (1u << (first_cached - 1)) - 1u;
   for (int64_t item = blockIdx.x; item < p.dims.batch * tiles; item += gridDim.x) {
     const int64_t b = item / tiles, t0 = (item % tiles) * tile;
     // Past a level's last whole block (its ragged tail) nothing covers t.
-    detail::stage_tile_slots(p.slots, g, kvn, N, b, t0, tile, tile_slots, tile_present, [&](int64_t t, int l) {
-      const int64_t local = t >> ((l - 1) * g.log2_pooling);
-      return local < g.size(l) ? local : int64_t{-1};
-    });
+    detail::stage_tile_slots<hz::kGatherBackwardStageLevels>(p.slots, g, kvn, N, b, t0, tile, tile_slots,
+                                                             tile_present, [&](int64_t t, int l) {
+                                                               const int64_t local = t >> ((l - 1) * g.log2_pooling);
+                                                               return local < g.size(l) ? local : int64_t{-1};
+                                                             });
     const int positions = N - t0 < tile ? static_cast<int>(N - t0) : tile;
     const detail::PositionRun run =
         K > 0 ? detail::position_run(positions) : detail::PositionRun{static_cast<int>(threadIdx.y), positions};
@@ -174,8 +176,10 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, M == RopeMode::kNone ? h
         for (int ch = 0; ch < C; ++ch)
 #pragma unroll
           for (int j = 0; j < W; ++j) acc[ch][j] = 0.0f;
-        // Level l's contribution from slot s: the row (rotated back with tables) times 1/c_l, added to acc.
-        const auto add_level = [&](int l, int32_t s) {
+        // The contributing levels below first_cached, ascending: bit l - 1 for level l.
+        for (uint32_t bits = my_present[i] & uncached; bits != 0; bits &= bits - 1) {
+          const int l = __ffs(bits);
+          const int32_t s = my_slots[(l - 1) * level_stride + i];
           float x[C][W];
 #pragma unroll
           for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s * sel_seq + ch * layout.offset, x[ch]);
@@ -185,18 +189,6 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, M == RopeMode::kNone ? h
           for (int ch = 0; ch < C; ++ch)
 #pragma unroll
             for (int j = 0; j < W; ++j) acc[ch][j] = __fadd_rn(acc[ch][j], __fmul_rn(x[ch][j], inv));
-        };
-        if constexpr (K == 0) {
-          // Only the levels present at this position, ascending: bit l - 1 for level l.
-          for (uint32_t bits = my_present[i]; bits != 0; bits &= bits - 1) {
-            const int l = __ffs(bits);
-            add_level(l, my_slots[(l - 1) * level_stride + i]);
-          }
-        } else {
-          // Levels 1..first_cached - 1 by their slots (walking the masks here measured slower with tables).
-          const int32_t* slot = my_slots + i;
-          for (int l = 1; l < first_cached; ++l, slot += level_stride)
-            if (*slot >= 0) add_level(l, *slot);
         }
         const int32_t* slot = my_slots + (first_cached - 1) * level_stride + i;  // the cached levels' slots
 #pragma unroll

@@ -80,6 +80,10 @@ constexpr int kGatherBackwardPlainMinBlocksPerSm = 6;
 // scatter 9% faster at 128K and 512K with H = 8 on the H200, 4% at 128K with
 // H = 4 and 3% slower at 64K with H = 4 (bench/NOTES.md).
 constexpr int kScatterTiledMinBlocksPerSm = 6;
+// The tiled kernels' slot staging: levels whose slots one thread loads
+// together for a position (4 spills in scatter at its 40-register cap).
+constexpr int kScatterStageLevels = 2;
+constexpr int kGatherBackwardStageLevels = 4;
 // gather_backward's tiled kernel with rope tables: the coarsest levels whose
 // rotated-back contribution a thread keeps in registers across the positions
 // one entry covers (2 * W floats each for rotate-half pairs: one level is what

@@ -55,9 +55,10 @@ void launch_by_position(const char* stage, int64_t row_len, const Dims& d, int l
 // kvh * tile + i] is the slot of the level-l entry whose window `Covers`
 // position t0 + i (-1: none, or past N), and present[kvh * tile + i] has bit
 // l - 1 set when that slot is not -1 (levels <= 32), so the position loops
-// visit only the levels that contribute. Every thread of the block calls it;
-// it returns after a barrier.
-template <typename Covers>
+// visit only the levels that contribute. A thread stages one position's
+// levels, Group slot loads at a time. Every thread of the block calls it; it
+// returns after a barrier.
+template <int Group, typename Covers>
 __device__ __forceinline__ void stage_tile_slots(const int32_t* all_slots, const Geometry& g, int64_t kvn, int64_t N,
                                                  int64_t b, int64_t t0, int tile, int32_t* slots, uint32_t* present,
                                                  Covers covers) {
@@ -69,11 +70,21 @@ __device__ __forceinline__ void stage_tile_slots(const int32_t* all_slots, const
     const int64_t t = t0 + i;
     const int32_t* kv_slots = all_slots + (b * kvn + kvh) * g.pyramid_len;
     uint32_t bits = 0;
-    for (int l = 1; l <= g.levels; ++l) {
-      const int64_t local = t < N ? covers(t, l) : -1;
-      const int32_t s = local >= 0 ? kv_slots[g.offset(l) + local] : -1;
-      slots[(l - 1) * level_stride + e] = s;
-      bits |= static_cast<uint32_t>(s >= 0) << (l - 1);
+    // Levels in groups of Group whose slot loads are in flight together.
+    for (int l0 = 1; l0 <= g.levels; l0 += Group) {
+      int32_t s[Group];
+#pragma unroll
+      for (int k = 0; k < Group; ++k) {
+        const int l = l0 + k;
+        const int64_t local = l <= g.levels && t < N ? covers(t, l) : int64_t{-1};
+        s[k] = local >= 0 ? kv_slots[g.offset(l) + local] : -1;
+      }
+#pragma unroll
+      for (int k = 0; k < Group; ++k)
+        if (l0 + k <= g.levels) {
+          slots[(l0 + k - 1) * level_stride + e] = s[k];
+          bits |= static_cast<uint32_t>(s[k] >= 0) << (l0 + k - 1);
+        }
     }
     present[e] = bits;
   }

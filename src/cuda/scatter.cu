@@ -82,10 +82,12 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kScatterTiledMinBloc
   for (int64_t item = blockIdx.x; item < p.dims.batch * tiles; item += gridDim.x) {
     const int64_t b = item / tiles, t0 = (item % tiles) * tile;
     // A window starts at c - 1: levels whose first window starts after t do not reach it.
-    detail::stage_tile_slots(p.slots, g, kvn, N, b, t0, tile, tile_slots, tile_present, [&](int64_t t, int l) {
-      const int64_t c = g.block(l);
-      return t >= c - 1 ? (t - c + 1) >> ((l - 1) * g.log2_pooling) : int64_t{-1};
-    });
+    detail::stage_tile_slots<hz::kScatterStageLevels>(p.slots, g, kvn, N, b, t0, tile, tile_slots, tile_present,
+                                                      [&](int64_t t, int l) {
+                                                        const int64_t c = g.block(l);
+                                                        return t >= c - 1 ? (t - c + 1) >> ((l - 1) * g.log2_pooling)
+                                                                          : int64_t{-1};
+                                                      });
     const detail::PositionRun run = detail::position_run(N - t0 < tile ? static_cast<int>(N - t0) : tile);
     for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
       const int64_t h = inner / vecs, col = int64_t{inner % vecs} * W;
