@@ -72,13 +72,13 @@ constexpr int kTiledBlocksPerSm = 16;
 constexpr int kTiledMinBlocksPerSm = 2;
 // The same kernel without tables: 6 blocks (40 registers, 16 / 40 bytes of
 // spills) since it walks only the levels present at a position; on the H200
-// 10-15% faster than its own 61 registers (4 blocks) at 128K and 512K, and
-// than 5 blocks (48 registers, no spills) by 3-5% (bench/NOTES.md).
+// 5-9% faster at 128K and 512K than at its own 61 registers (4 blocks), and
+// 2-6% faster than 5 blocks (48 registers, no spills) (bench/NOTES.md).
 constexpr int kGatherBackwardPlainMinBlocksPerSm = 6;
 // The tiled scatter's own minimum: 6 caps it at 40 registers without spills
 // (ptxas, sm_90; 46 uncapped = 5 blocks), so 6 blocks of 256 threads fit:
-// scatter 9% faster at 128K and 512K with H = 8 on the H200, 4% at 128K with
-// H = 4 and 3% slower at 64K with H = 4 (bench/NOTES.md).
+// against 5, scatter 5% faster at 128K and 512K with H = 8 on the H200, 3%
+// at 128K with H = 4, and 2% slower at 64K with H = 4 (bench/NOTES.md).
 constexpr int kScatterTiledMinBlocksPerSm = 6;
 // The tiled kernels' slot staging: levels whose slots one thread loads
 // together for a position (4 spills in scatter at its 40-register cap).
