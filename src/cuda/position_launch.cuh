@@ -28,9 +28,9 @@ __device__ __forceinline__ PositionRun position_run(int positions) {
 }
 
 // Launches tiled(args..., tile) with tiled_shape's grid, block and shared slot
-// table when a tile's table ((levels + 1) x kv_heads x positions 32-bit words,
-// stage_tile_slots) fits,
-// else plain(args...) as a grid-stride loop over (batch, positions).
+// table when a tile's table fits ((levels + 1) x kv_heads x positions 32-bit
+// words: stage_tile_slots), else plain(args...) as a grid-stride loop over
+// (batch, positions).
 // `row_len` is the work items of one position; `stage` names the kernels in
 // errors (stage_tiled_kernel, stage_kernel).
 template <typename Tiled, typename Plain, typename... Args>

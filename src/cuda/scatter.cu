@@ -67,8 +67,9 @@ __global__ void __launch_bounds__(hz::kStreamThreads) scatter_kernel(ScatterPara
 // the absent levels (most positions have only the coarsest); then its
 // x-threads cover one position's H rows of vectors and each y-thread walks
 // its own contiguous run of the tile's positions (measured faster than
-// interleaving them), decoding its item once per tile. Stores of consecutive x-threads are consecutive 16-byte vectors.
-// The sum is the same as above: levels 1..L in order.
+// interleaving them), decoding its item once per tile. Stores of consecutive
+// x-threads are consecutive 16-byte vectors. The sum is the same as above:
+// levels 1..L in order.
 template <typename T, int W>
 __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kScatterTiledMinBlocksPerSm)
     scatter_tiled_kernel(ScatterParams p, int64_t group, int vecs, int tile) {
