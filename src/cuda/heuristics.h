@@ -52,14 +52,15 @@ constexpr int kStreamBlocksPerSm = 8;
 // together (registers: kScatterLevelGroup rows of 16 bytes).
 constexpr int kScatterLevelGroup = 4;
 // scatter and gather_backward, tiled fast path: a block covers a tile of
-// kTiledPositions positions (fewer when the tile's slot table, levels x
-// kv_heads x positions int32s, would pass kTiledMaxSharedBytes; no tile at
-// all falls back to the plain kernel). Block x-threads: one position's row
-// items rounded up to a warp, at most kTiledMaxThreads; a longer row takes
-// passes of the power-of-two width that leaves the fewest threads idle (384
-// items: 3 x 128, not 256 + 128; gather_backward 2-6% faster on the H200 at
-// H = Hkv = 8). y-threads fill the block to kTiledThreads. The grid is at
-// most kTiledBlocksPerSm blocks per SM.
+// kTiledPositions positions (fewer when the tile's shared table, (levels +
+// 1) x kv_heads x positions 32-bit words of slots and present-level masks,
+// would pass kTiledMaxSharedBytes; no tile at all falls back to the plain
+// kernel). Block x-threads: one position's row items rounded up to a warp,
+// at most kTiledMaxThreads; a longer row takes passes of the power-of-two
+// width that leaves the fewest threads idle (384 items: 3 x 128, not 256 +
+// 128; gather_backward 2-6% faster on the H200 at H = Hkv = 8). y-threads
+// fill the block to kTiledThreads. The grid is at most kTiledBlocksPerSm
+// blocks per SM.
 constexpr int kTiledPositions = 64;
 constexpr int kTiledThreads = 256;
 constexpr int kTiledMaxThreads = 256;
