@@ -100,10 +100,15 @@ struct TiledShape {
   size_t shared_bytes = 0;
 };
 
+// The longest tile whose table of `table_rows` rows fits (0: none).
+inline int64_t tiled_max_tile(int64_t table_rows) {
+  return heuristics::kTiledMaxSharedBytes / (4 * (table_rows > 0 ? table_rows : 1));
+}
+
 inline TiledShape tiled_shape(int64_t row_len, int64_t batch, int64_t seq_len, int64_t table_rows) {
   namespace hz = heuristics;
   TiledShape s;
-  const int64_t max_tile = hz::kTiledMaxSharedBytes / (4 * (table_rows > 0 ? table_rows : 1));
+  const int64_t max_tile = tiled_max_tile(table_rows);
   if (max_tile < 1) return s;
   // x-threads: the row rounded up to a warp. A row longer than kTiledMaxThreads takes several passes, of the
   // power-of-two warp multiple (up to kTiledMaxThreads) that leaves the fewest threads idle, the widest
@@ -172,6 +177,36 @@ __device__ __forceinline__ void load_row(const void* base, int64_t i, float (&x)
         x[2 * j + 1] = to_float(T{static_cast<uint16_t>(words[j] >> 16)});
       }
     }
+  }
+}
+
+// W consecutive floats at p through the read-only cache (rope tables, the
+// rotated rows of gather_backward); W is 1 or a multiple of 4 with p 16-byte
+// aligned.
+template <int W>
+__device__ __forceinline__ void load_floats(const float* p, float (&x)[W]) {
+  if constexpr (W == 1) {
+    x[0] = __ldg(p);
+  } else {
+#pragma unroll
+    for (int j = 0; j < W; j += 4) {
+      const float4 v = __ldg(reinterpret_cast<const float4*>(p + j));
+      x[j] = v.x;
+      x[j + 1] = v.y;
+      x[j + 2] = v.z;
+      x[j + 3] = v.w;
+    }
+  }
+}
+
+// Stores W floats at p (the counterpart of load_floats, same alignment).
+template <int W>
+__device__ __forceinline__ void store_floats(float* p, const float (&x)[W]) {
+  if constexpr (W == 1) {
+    p[0] = x[0];
+  } else {
+#pragma unroll
+    for (int j = 0; j < W; j += 4) *reinterpret_cast<float4*>(p + j) = make_float4(x[j], x[j + 1], x[j + 2], x[j + 3]);
   }
 }
 

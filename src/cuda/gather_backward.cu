@@ -6,12 +6,23 @@
 // query heads of grad_q, then the KV heads of grad_k and of grad_v.
 // Grid: y over batch, x over positions. That kernel is the fallback; the
 // tiled kernel below (same per-element arithmetic) is the fast path.
-// With rope tables, a thread owns whole rotation pairs (rope.cuh) and rotates
-// each q and k gradient row back at its entry's position before the sum.
+// With rope tables, q and k rows are rotated back at their entry's position
+// before the sum, one of two ways (heuristics.h picks): a first pass
+// (rotate_back_kernel) rotates every kept q and k row once and multiplies it
+// by 1 / c_l, in fp32 into workspace (the products the CPU adds), and the
+// kernels here add those rows (times 1, exact) and v as without tables; or,
+// where kept entries are many against the positions and that workspace
+// traffic costs more than it saves, the tiled kernel of
+// gather_backward_rope_inline.cuh rotates inside its position loop.
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
 #include "common.cuh"
 #include "heuristics.h"
 #include "lighthouse/checks.h"
 #include "lighthouse/cuda.h"
+#include "gather_backward_rope_inline.cuh"
 #include "position_launch.cuh"
 #include "rope.cuh"
 
@@ -22,49 +33,137 @@ namespace hz = heuristics;
 using detail::RopeMode;
 constexpr int kLevelGroup = hz::kScatterLevelGroup;
 
-// With rope tables: rotates the gradient chunks x of the level-`level` entry
-// covering position t back, for q and k rows (which < 2).
-template <int W, RopeMode M>
-__device__ __forceinline__ void rotate_back_entry(const GatherBackwardParams& p,
-                                                  float (&x)[detail::rope_chunks<M>()][W], int which, int64_t b,
-                                                  int64_t t, int level, int64_t col, int64_t offset) {
-  if constexpr (M != RopeMode::kNone) {
-    if (which < 2) {
-      const Geometry& g = p.geo;
-      const int64_t local = t >> ((level - 1) * g.log2_pooling);
-      const int64_t tr = lighthouse::detail::rope_row(p.rope, b, lighthouse::detail::rope_position(g, level, local),
-                                                      p.dims.head_dim);
-      detail::rotate_chunks<detail::RopeTurn::kBack, W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col, offset);
+// The first pass's output with rope tables: row (b, head, s) is grad_x_sel's
+// row of slot s rotated back at its entry's position, times 1 / c_l.
+struct RotatedRows {
+  float* q = nullptr;  // [B, H, S, D], contiguous
+  float* k = nullptr;  // [B, Hkv, S, D], contiguous
+};
+
+// Each warp takes 32 consecutive pyramid indices of one (batch, KV head) at a
+// time, lists the kept ones (their slots) in shared memory, and its lanes then
+// share the kept entries' work items: the group's q rows and the k row, W * C
+// elements each (the rotation pairs of rope.cuh).
+template <typename T, int W, RopeMode M>
+__global__ void __launch_bounds__(hz::kStreamThreads)
+    rotate_back_kernel(GatherBackwardParams p, RotatedRows rows, int64_t group, int items, detail::ItemLayout layout) {
+  constexpr int C = detail::rope_chunks<M>();
+  constexpr int kWarps = hz::kStreamThreads / 32;
+  __shared__ int32_t kept_slot[kWarps][32];
+  __shared__ int32_t kept_lane[kWarps][32];
+  const Geometry& g = p.geo;
+  const int64_t H = p.dims.heads, kvn = p.dims.kv_heads, S = g.kept, D = p.dims.head_dim;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t rows_per_chunk = p.dims.batch * kvn, total = rows_per_chunk * ((g.pyramid_len + 31) / 32);
+  const int64_t per_entry = (group + 1) * items;
+  const int64_t step = M == RopeMode::kPair ? layout.step : 1;  // constant 1 without pairs
+  for (int64_t c = blockIdx.x * int64_t{kWarps} + warp; c < total; c += int64_t{gridDim.x} * kWarps) {
+    // Chunk-major: neighbouring warps take one chunk's entries for every (batch, KV head), so the rope table rows
+    // they load (one per entry position, the same for every KV head) come from cache after the first.
+    const int64_t bk = c % rows_per_chunk, b = bk / kvn, kvh = bk % kvn, first = (c / rows_per_chunk) * 32;
+    const int32_t s = first + lane < g.pyramid_len ? p.slots[bk * g.pyramid_len + first + lane] : -1;
+    const unsigned kept = __ballot_sync(0xffffffffu, s >= 0);
+    if (s >= 0) {
+      const int rank = __popc(kept & ((1u << lane) - 1u));
+      kept_slot[warp][rank] = s;
+      kept_lane[warp][rank] = lane;
     }
+    __syncwarp();
+    for (int64_t w = lane; w < __popc(kept) * per_entry; w += 32) {
+      const int64_t e = w / per_entry, r = w % per_entry, row = r / items;
+      const int64_t col = (r % items) * W * step;
+      const int32_t slot = kept_slot[warp][e];
+      const int64_t index = first + kept_lane[warp][e];
+      const int level = g.level_of(index);
+      const bool is_q = row < group;
+      const int64_t head = is_q ? kvh * group + row : kvh;
+      const void* src = is_q ? p.grad_q_sel : p.grad_k_sel;
+      const int64_t at = lighthouse::detail::at(is_q ? p.grad_q_sel_strides : p.grad_k_sel_strides, b, slot, head);
+      float x[C][W];
+#pragma unroll
+      for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(src, at + col + ch * layout.offset, x[ch]);
+      const int64_t tr = lighthouse::detail::rope_row(
+          p.rope, b, lighthouse::detail::rope_position(g, level, index - g.offset(level)), D);
+      detail::rotate_chunks<detail::RopeTurn::kBack, W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col, layout.offset);
+      const float inv = detail::block_reciprocal(g, level);
+      float* out = (is_q ? rows.q + ((b * H + head) * S + slot) * D : rows.k + ((b * kvn + head) * S + slot) * D) + col;
+#pragma unroll
+      for (int ch = 0; ch < C; ++ch) {
+#pragma unroll
+        for (int j = 0; j < W; ++j) x[ch][j] = __fmul_rn(x[ch][j], inv);
+        detail::store_floats<W>(out + ch * layout.offset, x[ch]);
+      }
+    }
+    __syncwarp();  // the lanes are done with the list before the next chunk's
   }
 }
 
-template <typename T, int W, RopeMode M>
+// A position kernel's work item `inner` of batch row b: the kept entries'
+// rows it reads and the output row it writes. `rotated`: the rows are the
+// first pass's fp32 rows (already times 1 / c_l), else grad_x_sel in T.
+struct ItemRows {
+  const void* src;  // the item's first element in the entry of slot 0
+  int64_t src_seq;  // elements between slots
+  bool rotated;
+  int64_t kvh;      // the KV head whose slots it follows
+  void* dst;        // the item's first element at position 0
+  int64_t dst_seq;  // elements between positions
+};
+
+template <typename T, int W, bool Rotated>
+__device__ __forceinline__ ItemRows item_rows(const GatherBackwardParams& p, const RotatedRows& rows, int64_t group,
+                                              int items, int inner, int64_t b) {
+  const int64_t H = p.dims.heads, kvn = p.dims.kv_heads;
+  const int64_t r = inner / items, col = int64_t{inner % items} * W;
+  const int which = r < H ? 0 : (r < H + kvn ? 1 : 2);
+  const int64_t head = which == 0 ? r : (which == 1 ? r - H : r - H - kvn);
+  const Strides ds = which == 0 ? p.grad_q_strides : (which == 1 ? p.grad_k_strides : p.grad_v_strides);
+  void* dst = which == 0 ? p.grad_q : (which == 1 ? p.grad_k : p.grad_v);
+  ItemRows it{};
+  it.kvh = which == 0 ? r / group : head;
+  it.dst = static_cast<T*>(dst) + lighthouse::detail::at(ds, b, 0, head) + col;
+  it.dst_seq = ds.seq;
+  it.rotated = Rotated && which < 2;
+  if (it.rotated) {
+    const int64_t S = p.geo.kept, D = p.dims.head_dim;
+    it.src = (which == 0 ? rows.q + (b * H + head) * S * D : rows.k + (b * kvn + head) * S * D) + col;
+    it.src_seq = D;
+  } else {
+    const void* src = which == 0 ? p.grad_q_sel : (which == 1 ? p.grad_k_sel : p.grad_v_sel);
+    const Strides ss = which == 0 ? p.grad_q_sel_strides : (which == 1 ? p.grad_k_sel_strides : p.grad_v_sel_strides);
+    it.src = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, 0, head) + col;
+    it.src_seq = ss.seq;
+  }
+  return it;
+}
+
+// Row i of the item's kept entries as floats.
+template <typename T, int W, bool Rotated>
+__device__ __forceinline__ void load_entry(const ItemRows& it, int64_t i, float (&x)[W]) {
+  if (Rotated && it.rotated) detail::load_floats<W>(static_cast<const float*>(it.src) + i, x);
+  else detail::load_row<T, W>(it.src, i, x);
+}
+
+// The factor of a level-l entry's row: 1 / c_l, or 1 for rows already scaled.
+template <bool Rotated>
+__device__ __forceinline__ float entry_factor(const ItemRows& it, const Geometry& g, int level) {
+  return Rotated && it.rotated ? 1.0f : detail::block_reciprocal(g, level);
+}
+
+template <typename T, int W, bool Rotated>
 __global__ void __launch_bounds__(hz::kStreamThreads)
-    gather_backward_kernel(GatherBackwardParams p, int64_t group, int items, detail::ItemLayout layout) {
-  constexpr int C = detail::rope_chunks<M>();
+    gather_backward_kernel(GatherBackwardParams p, RotatedRows rows, int64_t group, int items) {
   const Geometry& g = p.geo;
   const int64_t H = p.dims.heads, kvn = p.dims.kv_heads, N = p.dims.seq_len;
   const int row_len = static_cast<int>(H + 2 * kvn) * items;
   for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
-    const int64_t step = M == RopeMode::kPair ? layout.step : 1;  // constant 1 without pairs
-    const int64_t r = inner / items, col = int64_t{inner % items} * W * step;
-    const int which = r < H ? 0 : (r < H + kvn ? 1 : 2);
-    const int64_t head = which == 0 ? r : (which == 1 ? r - H : r - H - kvn);
-    const int64_t kvh = which == 0 ? r / group : head;
-    const void* src = which == 0 ? p.grad_q_sel : (which == 1 ? p.grad_k_sel : p.grad_v_sel);
-    const Strides ss = which == 0 ? p.grad_q_sel_strides : (which == 1 ? p.grad_k_sel_strides : p.grad_v_sel_strides);
-    void* dst = which == 0 ? p.grad_q : (which == 1 ? p.grad_k : p.grad_v);
-    const Strides ds = which == 0 ? p.grad_q_strides : (which == 1 ? p.grad_k_strides : p.grad_v_strides);
     for (int64_t b = blockIdx.y; b < p.dims.batch; b += gridDim.y) {
-      const int32_t* slots = p.slots + (b * kvn + kvh) * g.pyramid_len;
-      const T* sel = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, 0, head) + col;
+      const ItemRows it = item_rows<T, W, Rotated>(p, rows, group, items, inner, b);
+      const int32_t* slots = p.slots + (b * kvn + it.kvh) * g.pyramid_len;
       for (int64_t t = blockIdx.x * int64_t{blockDim.y} + threadIdx.y; t < N; t += int64_t{gridDim.x} * blockDim.y) {
-        float acc[C][W];
+        float acc[W];
 #pragma unroll
-        for (int ch = 0; ch < C; ++ch)
-#pragma unroll
-          for (int j = 0; j < W; ++j) acc[ch][j] = 0.0f;
+        for (int j = 0; j < W; ++j) acc[j] = 0.0f;
         // Levels in groups of kLevelGroup: the group's slot and row loads are
         // independent and in flight together; the sum stays in level order.
         for (int l0 = 1; l0 <= g.levels; l0 += kLevelGroup) {
@@ -76,27 +175,19 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
             // Past a level's last whole block (its ragged tail) nothing covers t.
             s[i] = l <= g.levels && local < g.size(l) ? slots[g.offset(l) + local] : -1;
           }
-          float x[kLevelGroup][C][W];
+          float x[kLevelGroup][W];
+#pragma unroll
+          for (int i = 0; i < kLevelGroup; ++i)
+            if (s[i] >= 0) load_entry<T, W, Rotated>(it, s[i] * it.src_seq, x[i]);
 #pragma unroll
           for (int i = 0; i < kLevelGroup; ++i)
             if (s[i] >= 0) {
+              const float f = entry_factor<Rotated>(it, g, l0 + i);
 #pragma unroll
-              for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s[i] * ss.seq + ch * layout.offset, x[i][ch]);
-            }
-#pragma unroll
-          for (int i = 0; i < kLevelGroup; ++i)
-            if (s[i] >= 0) {
-              rotate_back_entry<W, M>(p, x[i], which, b, t, l0 + i, col, layout.offset);
-              const float inv = detail::block_reciprocal(g, l0 + i);
-#pragma unroll
-              for (int ch = 0; ch < C; ++ch)
-#pragma unroll
-                for (int j = 0; j < W; ++j) acc[ch][j] = __fadd_rn(acc[ch][j], __fmul_rn(x[i][ch][j], inv));
+              for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], __fmul_rn(x[i][j], f));
             }
         }
-#pragma unroll
-        for (int ch = 0; ch < C; ++ch)
-          detail::store_row<T, W>(dst, lighthouse::detail::at(ds, b, t, head) + col + ch * layout.offset, acc[ch]);
+        detail::store_row<T, W>(it.dst, t * it.dst_seq, acc);
       }
     }
   }
@@ -112,22 +203,9 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
 // the tile's positions, each thread decoding its item once per tile. Stores
 // of consecutive x-threads are consecutive 16-byte vectors. The sum is the
 // same as above: levels 1..L in order.
-// With rope tables, a level-l entry contributes the same values (its row
-// rotated back at its own position, times 1/c_l) to each of the c_l positions
-// it covers, so each y-thread walks a contiguous run of positions and keeps
-// the kGatherBackwardCachedLevels coarsest levels' contributions in registers
-// with the slot they came from, reusing them while the slot repeats: the
-// coarsest level covers every position, and without the reuse each of its
-// rows was loaded and rotated c_L times. Without tables the reuse saves only
-// an L1 load and its registers cost more (measured), so the positions
-// interleave over the y-threads as before.
-template <typename T, int W, RopeMode M>
-__global__ void __launch_bounds__(hz::kTiledMaxThreads, M == RopeMode::kNone ? hz::kGatherBackwardPlainMinBlocksPerSm
-                                                                              : hz::kTiledMinBlocksPerSm)
-    gather_backward_tiled_kernel(GatherBackwardParams p, int64_t group, int items, detail::ItemLayout layout,
-                                 int tile) {
-  constexpr int C = detail::rope_chunks<M>();
-  constexpr int K = M == RopeMode::kNone ? 0 : hz::kGatherBackwardCachedLevels;
+template <typename T, int W, bool Rotated>
+__global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kGatherBackwardMinBlocksPerSm)
+    gather_backward_tiled_kernel(GatherBackwardParams p, RotatedRows rows, int64_t group, int items, int tile) {
   extern __shared__ int32_t tile_slots[];  // [levels][kv_heads][tile], then present-level masks [kv_heads][tile]
   const Geometry& g = p.geo;
   const int64_t H = p.dims.heads, kvn = p.dims.kv_heads, N = p.dims.seq_len;
@@ -135,10 +213,6 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, M == RopeMode::kNone ? h
   const int64_t tiles = (N + tile - 1) / tile;
   const int level_stride = static_cast<int>(kvn) * tile;
   uint32_t* tile_present = reinterpret_cast<uint32_t*>(tile_slots + g.levels * level_stride);
-  // Levels first_cached..L are reused across positions (none: L + 1); level 1 never is, its entries cover one
-  // position each. The levels below first_cached are visited through the present-level masks.
-  const int first_cached = K == 0 ? g.levels + 1 : (g.levels - K + 1 > 2 ? g.levels - K + 1 : 2);
-  const uint32_t uncached = (1u << (first_cached - 1)) - 1u;
   for (int64_t item = blockIdx.x; item < p.dims.batch * tiles; item += gridDim.x) {
     const int64_t b = item / tiles, t0 = (item % tiles) * tile;
     // Past a level's last whole block (its ragged tail) nothing covers t.
@@ -148,80 +222,93 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, M == RopeMode::kNone ? h
                                                                return local < g.size(l) ? local : int64_t{-1};
                                                              });
     const int positions = N - t0 < tile ? static_cast<int>(N - t0) : tile;
-    const detail::PositionRun run =
-        K > 0 ? detail::position_run(positions) : detail::PositionRun{static_cast<int>(threadIdx.y), positions};
-    const int stride = K > 0 ? 1 : static_cast<int>(blockDim.y);
     for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
-      const int64_t step = M == RopeMode::kPair ? layout.step : 1;  // constant 1 without pairs
-      const int64_t r = inner / items, col = int64_t{inner % items} * W * step;
-      const int which = r < H ? 0 : (r < H + kvn ? 1 : 2);
-      const int64_t head = which == 0 ? r : (which == 1 ? r - H : r - H - kvn);
-      const int64_t kvh = which == 0 ? r / group : head;
-      const void* src = which == 0 ? p.grad_q_sel : (which == 1 ? p.grad_k_sel : p.grad_v_sel);
-      const Strides ss = which == 0 ? p.grad_q_sel_strides : (which == 1 ? p.grad_k_sel_strides : p.grad_v_sel_strides);
-      void* dst = which == 0 ? p.grad_q : (which == 1 ? p.grad_k : p.grad_v);
-      const Strides ds = which == 0 ? p.grad_q_strides : (which == 1 ? p.grad_k_strides : p.grad_v_strides);
-      const T* sel = static_cast<const T*>(src) + lighthouse::detail::at(ss, b, 0, head) + col;
-      const int32_t* my_slots = tile_slots + kvh * tile;
-      const uint32_t* my_present = tile_present + kvh * tile;
-      const int64_t sel_seq = ss.seq, out_step = ds.seq * stride;
-      T* out = static_cast<T*>(dst) + lighthouse::detail::at(ds, b, t0 + run.first, head) + col;
-      float cached[K > 0 ? K : 1][C][W];  // level first_cached + k's contribution, from slot cached_slot[k]
-      int32_t cached_slot[K > 0 ? K : 1];
+      const ItemRows it = item_rows<T, W, Rotated>(p, rows, group, items, inner, b);
+      const int32_t* my_slots = tile_slots + it.kvh * tile;
+      const uint32_t* my_present = tile_present + it.kvh * tile;
+      const int64_t out_step = it.dst_seq * blockDim.y;
+      T* out = static_cast<T*>(it.dst) + (t0 + threadIdx.y) * it.dst_seq;
+      for (int i = threadIdx.y; i < positions; i += blockDim.y, out += out_step) {
+        float acc[W];
 #pragma unroll
-      for (int k = 0; k < K; ++k) cached_slot[k] = -1;
-      for (int i = run.first; i < run.last; i += stride, out += out_step) {
-        float acc[C][W];
-#pragma unroll
-        for (int ch = 0; ch < C; ++ch)
-#pragma unroll
-          for (int j = 0; j < W; ++j) acc[ch][j] = 0.0f;
-        // The contributing levels below first_cached, ascending: bit l - 1 for level l.
-        for (uint32_t bits = my_present[i] & uncached; bits != 0; bits &= bits - 1) {
+        for (int j = 0; j < W; ++j) acc[j] = 0.0f;
+        // The contributing levels, ascending: bit l - 1 for level l.
+        for (uint32_t bits = my_present[i]; bits != 0; bits &= bits - 1) {
           const int l = __ffs(bits);
-          const int32_t s = my_slots[(l - 1) * level_stride + i];
-          float x[C][W];
+          float x[W];
+          load_entry<T, W, Rotated>(it, my_slots[(l - 1) * level_stride + i] * it.src_seq, x);
+          const float f = entry_factor<Rotated>(it, g, l);
 #pragma unroll
-          for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s * sel_seq + ch * layout.offset, x[ch]);
-          rotate_back_entry<W, M>(p, x, which, b, t0 + i, l, col, layout.offset);
-          const float inv = detail::block_reciprocal(g, l);
-#pragma unroll
-          for (int ch = 0; ch < C; ++ch)
-#pragma unroll
-            for (int j = 0; j < W; ++j) acc[ch][j] = __fadd_rn(acc[ch][j], __fmul_rn(x[ch][j], inv));
+          for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], __fmul_rn(x[j], f));
         }
-        const int32_t* slot = my_slots + (first_cached - 1) * level_stride + i;  // the cached levels' slots
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          const int l = first_cached + k;
-          if (l > g.levels) break;
-          const int32_t s = slot[k * level_stride];
-          if (s < 0) continue;
-          if (s != cached_slot[k]) {
-            cached_slot[k] = s;
-#pragma unroll
-            for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(sel, s * sel_seq + ch * layout.offset, cached[k][ch]);
-            rotate_back_entry<W, M>(p, cached[k], which, b, t0 + i, l, col, layout.offset);
-            const float inv = detail::block_reciprocal(g, l);
-#pragma unroll
-            for (int ch = 0; ch < C; ++ch)
-#pragma unroll
-              for (int j = 0; j < W; ++j) cached[k][ch][j] = __fmul_rn(cached[k][ch][j], inv);
-          }
-#pragma unroll
-          for (int ch = 0; ch < C; ++ch)
-#pragma unroll
-            for (int j = 0; j < W; ++j) acc[ch][j] = __fadd_rn(acc[ch][j], cached[k][ch][j]);
-        }
-#pragma unroll
-        for (int ch = 0; ch < C; ++ch) detail::store_row<T, W>(out, ch * layout.offset, acc[ch]);
+        detail::store_row<T, W>(out, 0, acc);
       }
     }
   }
 }
 
+// The first pass with rope tables, into rows (its own vector width and pair
+// layout from the tables: rope.cuh).
 template <typename T>
-void launch(const GatherBackwardParams& p, cudaStream_t stream) {
+void rotate_back(const GatherBackwardParams& p, const RotatedRows& rows, bool vec, cudaStream_t stream) {
+  constexpr int W = detail::vec_width<T>();
+  const Dims& d = p.dims;
+  const detail::RopePlan plan = detail::plan_rope(p.rope, d.head_dim, W, vec);
+  const int items = static_cast<int>(plan.items);
+  const int64_t warps = d.batch * d.kv_heads * ((p.geo.pyramid_len + 31) / 32);
+  const unsigned grid = detail::grid_for(warps * 32, hz::kStreamThreads, hz::kStreamBlocksPerSm);
+  detail::with_plan<W>(plan, [&](auto width, auto mode) {
+    constexpr int V = decltype(width)::value;
+    constexpr RopeMode M = decltype(mode)::value;
+    if constexpr (M != RopeMode::kNone) {
+      rotate_back_kernel<T, V, M><<<grid, hz::kStreamThreads, 0, stream>>>(p, rows, d.heads / d.kv_heads, items,
+                                                                          plan.layout);
+    }
+  });
+  detail::check_launch("gather_backward rotate_back_kernel");
+}
+
+// Whether the call rotates in a first pass (with rope tables: heuristics.h),
+// else inside the tiled kernel's position loop.
+bool rotates_first(const GatherBackwardParams& p) {
+  if (p.rope.cos == nullptr) return false;
+  const bool tiled = detail::tiled_max_tile(int64_t{p.geo.levels + 1} * p.dims.kv_heads) >= 1;
+  return !tiled || p.dims.seq_len >= hz::kGatherBackwardRotateFirstMinPositions * p.geo.kept;
+}
+
+// Rope tables, rotated inside the tiled kernel's position loop: its own items
+// per row (rotation pairs) and layout from the tables (rope.cuh).
+template <typename T>
+void launch_rope_inline(const GatherBackwardParams& p, cudaStream_t stream, bool vec) {
+  constexpr int W = detail::vec_width<T>();
+  const Dims& d = p.dims;
+  const detail::RopePlan plan = detail::plan_rope(p.rope, d.head_dim, W, vec);
+  const int64_t row_len = (d.heads + 2 * d.kv_heads) * plan.items;
+  if (row_len > 0x7fffffff) fail("(heads + 2 * kv_heads) * head_dim", "below 2^31", row_len);
+  const detail::TiledShape ts = detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels + 1} * d.kv_heads);
+  detail::with_plan<W>(plan, [&](auto width, auto mode) {
+    constexpr int V = decltype(width)::value;
+    constexpr RopeMode M = decltype(mode)::value;
+    if constexpr (M != RopeMode::kNone) {
+      detail::gather_backward_rope_inline_kernel<T, V, M><<<ts.grid, ts.block, ts.shared_bytes, stream>>>(
+          p, d.heads / d.kv_heads, static_cast<int>(plan.items), plan.layout, ts.tile);
+    }
+  });
+  detail::check_launch("gather_backward_rope_inline_kernel");
+}
+
+// Elements of RotatedRows' q and k rows.
+int64_t rotated_q_elems(const GatherBackwardParams& p) {
+  return p.dims.batch * p.dims.heads * p.geo.kept * p.dims.head_dim;
+}
+int64_t rotated_k_elems(const GatherBackwardParams& p) {
+  return p.dims.batch * p.dims.kv_heads * p.geo.kept * p.dims.head_dim;
+}
+
+// workspace: gather_backward_workspace_bytes(p) bytes for the rotated rows
+// when p has rope tables.
+template <typename T>
+void launch(const GatherBackwardParams& p, cudaStream_t stream, void* workspace) {
   constexpr int W = detail::vec_width<T>();
   const Dims& d = p.dims;
   const int64_t group = d.heads / d.kv_heads;
@@ -231,24 +318,69 @@ void launch(const GatherBackwardParams& p, cudaStream_t stream) {
                    detail::strides_multiple(p.grad_k_sel_strides, W) &&
                    detail::strides_multiple(p.grad_v_sel_strides, W) && detail::strides_multiple(p.grad_q_strides, W) &&
                    detail::strides_multiple(p.grad_k_strides, W) && detail::strides_multiple(p.grad_v_strides, W);
-  const detail::RopePlan plan = detail::plan_rope(p.rope, d.head_dim, W, vec);
-  const int64_t row_len = (d.heads + 2 * d.kv_heads) * plan.items;
+  const int64_t items = vec ? d.head_dim / W : d.head_dim;
+  const int64_t row_len = (d.heads + 2 * d.kv_heads) * items;
   if (row_len > 0x7fffffff) fail("(heads + 2 * kv_heads) * head_dim", "below 2^31", row_len);
-  const int items = static_cast<int>(plan.items);
-  detail::with_plan<W>(plan, [&](auto width, auto mode) {
-    constexpr int V = decltype(width)::value;
-    constexpr RopeMode M = decltype(mode)::value;
-    detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, stream,
-                               gather_backward_tiled_kernel<T, V, M>, gather_backward_kernel<T, V, M>, p, group,
-                               items, plan.layout);
-  });
+  const auto positions = [&](auto rotated, const RotatedRows& rows) {
+    constexpr bool R = decltype(rotated)::value;
+    detail::with_width<W>(vec, [&](auto width) {
+      constexpr int V = decltype(width)::value;
+      detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, stream,
+                                 gather_backward_tiled_kernel<T, V, R>, gather_backward_kernel<T, V, R>, p, rows,
+                                 group, static_cast<int>(items));
+    });
+  };
+  if (p.rope.cos == nullptr) {
+    positions(std::false_type{}, RotatedRows{});
+    return;
+  }
+  if (!rotates_first(p)) {
+    launch_rope_inline<T>(p, stream, vec);
+    return;
+  }
+  float* space = static_cast<float*>(workspace);
+  const RotatedRows rows{space, space + rotated_q_elems(p)};
+  rotate_back<T>(p, rows, vec, stream);
+  positions(std::true_type{}, rows);
 }
 
 }  // namespace
 
-void gather_backward(const GatherBackwardParams& params, void* stream) {
+int64_t gather_backward_workspace_bytes(const GatherBackwardParams& params) {
+  if (!rotates_first(params)) return 0;
+  return static_cast<int64_t>(sizeof(float)) * (rotated_q_elems(params) + rotated_k_elems(params));
+}
+
+void gather_backward(const GatherBackwardParams& params, void* stream, void* workspace) {
   check(params);
-  lighthouse::detail::dispatch(params.dtype, [&](auto t) { launch<decltype(t)>(params, detail::as_stream(stream)); });
+  const int64_t bytes = gather_backward_workspace_bytes(params);
+  if (bytes > 0 && workspace == nullptr)
+    fail("workspace", std::to_string(bytes) + " bytes of device memory", "null");
+  if (bytes > 0 && reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
+    fail("workspace", "a 16-byte aligned address",
+         "an address " + std::to_string(reinterpret_cast<uintptr_t>(workspace) % 16) + " bytes past one");
+  lighthouse::detail::dispatch(params.dtype,
+                               [&](auto t) { launch<decltype(t)>(params, detail::as_stream(stream), workspace); });
+}
+
+void gather_backward(const GatherBackwardParams& params, void* stream) {
+  const int64_t bytes = gather_backward_workspace_bytes(params);
+  if (bytes == 0) {
+    gather_backward(params, stream, nullptr);
+    return;
+  }
+  check(params);  // before allocating
+  // Stream-ordered: the memory is free for the stream's next user once the kernels are done with it.
+  const cudaStream_t s = detail::as_stream(stream);
+  void* space = nullptr;
+  detail::check_cuda(cudaMallocAsync(&space, static_cast<size_t>(bytes), s), "cudaMallocAsync(gather_backward workspace)");
+  try {
+    gather_backward(params, stream, space);
+  } catch (...) {
+    cudaFreeAsync(space, s);
+    throw;
+  }
+  detail::check_cuda(cudaFreeAsync(space, s), "cudaFreeAsync(gather_backward workspace)");
 }
 
 }  // namespace lighthouse::cuda

@@ -66,16 +66,31 @@ constexpr int kTiledThreads = 256;
 constexpr int kTiledMaxThreads = 256;
 constexpr int64_t kTiledMaxSharedBytes = 16 * 1024;
 constexpr int kTiledBlocksPerSm = 16;
-// gather_backward's tiled kernel with rope tables: __launch_bounds__ minimum
-// resident blocks of kTiledMaxThreads threads; the register cap is 65536 /
-// (kTiledMaxThreads * kTiledMinBlocksPerSm). Measured on the H200
-// (bench/NOTES.md): 256 x 2 beat 512 x 2 by 2%; any lower cap spills.
-constexpr int kTiledMinBlocksPerSm = 2;
-// The same kernel without tables: 6 blocks (40 registers, 16 / 40 bytes of
-// spills) since it walks only the levels present at a position; on the H200
-// 5-9% faster at 128K and 512K than at its own 61 registers (4 blocks), and
-// 2-6% faster than 5 blocks (48 registers, no spills) (bench/NOTES.md).
-constexpr int kGatherBackwardPlainMinBlocksPerSm = 6;
+// gather_backward's tiled kernel: __launch_bounds__ minimum resident blocks
+// of kTiledMaxThreads threads. 6 (40 registers, 16 / 40 bytes of spills)
+// since it walks only the levels present at a position; on the H200 5-9%
+// faster at 128K and 512K than at its own 61 registers (4 blocks), and 2-6%
+// faster than 5 blocks (48 registers, no spills) (bench/NOTES.md).
+constexpr int kGatherBackwardMinBlocksPerSm = 6;
+// gather_backward with rope tables: a first pass rotates every kept q and k
+// row back once, into fp32 workspace, for the table-free kernels to add, when
+// the sequence has at least kGatherBackwardRotateFirstMinPositions positions
+// per kept entry (or the tiled kernels' table does not fit); below, the tiled
+// kernel of gather_backward_rope_inline.cuh rotates inside its position loop.
+// The first pass costs a write and a read of the workspace, twice the kept
+// rows' bf16 bytes, and saves the in-loop kernel's low occupancy, which
+// matters more where the kept entries are few against the positions. On the
+// H200 (bench/NOTES.md) at N / S = 10.7 (512K) the first pass was 9% faster,
+// at 5.3 (128K) 2-10%, at 3.2 (64K, H = 4, Hkv = 2) 20% slower.
+constexpr int64_t kGatherBackwardRotateFirstMinPositions = 4;
+// The in-loop kernel's __launch_bounds__ minimum resident blocks of
+// kTiledMaxThreads threads: 256 x 2 beat 512 x 2 by 2%; any lower cap spills
+// (bench/NOTES.md). And the coarsest levels whose rotated-back contribution a
+// thread keeps in registers across the positions one entry covers (2 * W
+// floats each for rotate-half pairs: one level is what fits under the
+// 128-register cap without spills).
+constexpr int kGatherBackwardInlineMinBlocksPerSm = 2;
+constexpr int kGatherBackwardCachedLevels = 1;
 // The tiled scatter's own minimum: 6 caps it at 40 registers without spills
 // (ptxas, sm_90; 46 uncapped = 5 blocks), so 6 blocks of 256 threads fit:
 // against 5, scatter 5% faster at 128K and 512K with H = 8 on the H200, 3%
@@ -85,10 +100,5 @@ constexpr int kScatterTiledMinBlocksPerSm = 6;
 // together for a position (4 spills in scatter at its 40-register cap).
 constexpr int kScatterStageLevels = 2;
 constexpr int kGatherBackwardStageLevels = 4;
-// gather_backward's tiled kernel with rope tables: the coarsest levels whose
-// rotated-back contribution a thread keeps in registers across the positions
-// one entry covers (2 * W floats each for rotate-half pairs: one level is what
-// fits under the 128-register cap without spills).
-constexpr int kGatherBackwardCachedLevels = 1;
 
 }  // namespace lighthouse::cuda::heuristics

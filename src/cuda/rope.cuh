@@ -32,24 +32,6 @@ struct ItemLayout {
   int64_t offset = 0;
 };
 
-// W consecutive table values at p. The launch takes W > 1 only when every
-// table row chunk is 16-byte aligned.
-template <int W>
-__device__ __forceinline__ void load_table(const float* p, float (&x)[W]) {
-  if constexpr (W == 1) {
-    x[0] = __ldg(p);
-  } else {
-#pragma unroll
-    for (int j = 0; j < W; j += 4) {
-      const float4 v = __ldg(reinterpret_cast<const float4*>(p + j));
-      x[j] = v.x;
-      x[j + 1] = v.y;
-      x[j + 2] = v.z;
-      x[j + 3] = v.w;
-    }
-  }
-}
-
 // Which way rotate_chunks turns: gather rotates, gather_backward rotates the
 // gradient back (the transpose: each element takes sin at its partner's index).
 enum class RopeTurn { kForward, kBack };
@@ -76,17 +58,17 @@ __device__ __forceinline__ void rotate_chunks(float (&x)[rope_chunks<M>()][W], c
                                               int64_t col, int64_t offset) {
   if constexpr (M == RopeMode::kPair) {
     float c0[W], s0[W], c1[W], s1[W];
-    load_table<W>(cos + col, c0);
-    load_table<W>(sin + col, s0);
-    load_table<W>(cos + col + offset, c1);
-    load_table<W>(sin + col + offset, s1);
+    load_floats<W>(cos + col, c0);
+    load_floats<W>(sin + col, s0);
+    load_floats<W>(cos + col + offset, c1);
+    load_floats<W>(sin + col + offset, s1);
 #pragma unroll
     for (int j = 0; j < W; ++j) rotate_pair<Turn>(x[0][j], x[1][j], c0[j], s0[j], c1[j], s1[j]);
   } else if constexpr (M == RopeMode::kInChunk) {
     static_assert(W % 2 == 0, "interleaved pairs inside one chunk");
     float c[W], s[W];
-    load_table<W>(cos + col, c);
-    load_table<W>(sin + col, s);
+    load_floats<W>(cos + col, c);
+    load_floats<W>(sin + col, s);
 #pragma unroll
     for (int j = 0; j < W; j += 2) rotate_pair<Turn>(x[0][j], x[0][j + 1], c[j], s[j], c[j + 1], s[j + 1]);
   }

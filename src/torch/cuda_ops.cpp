@@ -2,6 +2,7 @@
 // stream of the inputs' device. float64 is rejected (the CUDA kernels are
 // float32 / bfloat16 / float16 only). The device guard is taken after the
 // checks, which reject inputs spread over several devices.
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -99,7 +100,10 @@ std::tuple<Tensor, Tensor, Tensor> gather_backward_cuda(const Tensor& grad_q_sel
     auto call = prepare_gather_backward(grad_q_sel, grad_k_sel, grad_v_sel, slots, seq_len, rope_cos, rope_sin,
                                         rope_interleaved, make_config(levels, pooling, topk, tile_budget), kCudaFloat64);
     const c10::cuda::CUDAGuard guard(grad_q_sel.device());
-    cuda::gather_backward(call.params, current_stream(grad_q_sel));
+    // With rope tables the kernels take workspace: from PyTorch's allocator, like every other buffer of the step.
+    const int64_t bytes = cuda::gather_backward_workspace_bytes(call.params);
+    const Tensor workspace = at::empty({bytes}, grad_q_sel.options().dtype(at::kByte));
+    cuda::gather_backward(call.params, current_stream(grad_q_sel), bytes > 0 ? workspace.data_ptr() : nullptr);
     return std::make_tuple(call.grad_q, call.grad_k, call.grad_v);
   });
 }

@@ -1,7 +1,8 @@
 // Invalid params make every CUDA stage throw lighthouse::Error naming the
 // argument before any launch: missing pointers, dims that disagree with the
 // geometry, an uninitialised geometry, a dtype the GPU does not take, GQA
-// that does not divide, and the shortest sequence check of Geometry::make.
+// that does not divide, gather_backward's missing workspace, and the shortest
+// sequence check of Geometry::make.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -177,6 +178,47 @@ TEST(GpuErrors, GatherBackward) {
   v.push_back({"null grad_k", "grad_k", [](auto& x) { x.grad_k = nullptr; }});
   v.push_back({"null slots", "slots", [](auto& x) { x.slots = nullptr; }});
   expect_all_throw(p, v, [](const auto& x) { lighthouse::cuda::gather_backward(x, nullptr); });
+}
+
+// gather_backward's workspace with rope tables: none where the tiled kernel
+// rotates in its loop (4,096 positions, 2,304 kept entries), the fp32 q and k
+// rows of every kept entry where a first pass rotates them (768 kept entries);
+// the error for none or an unaligned one (the call without it allocates its own).
+TEST(GpuErrors, GatherBackwardWorkspace) {
+  Fixture f;
+  lighthouse::GatherBackwardParams p;
+  Array<int32_t> slots(2 * f.geo.pyramid_len);
+  for (auto& s : slots.values()) s = -1;
+  slots.upload();
+  const auto set = [&](const lighthouse::Geometry& geo) {
+    p.dims = f.dims, p.geo = geo;
+    p.grad_q_sel = p.grad_k_sel = p.grad_v_sel = f.mem();
+    p.grad_q_sel_strides = p.grad_k_sel_strides = p.grad_v_sel_strides = lighthouse::contiguous_bhsd(2, geo.kept, 16);
+    p.slots = slots.device();
+    p.grad_q = f.fmem() + (1 << 20), p.grad_k = f.fmem() + (3 << 19), p.grad_v = f.fmem() + (1 << 21);
+    p.grad_q_strides = p.grad_k_strides = p.grad_v_strides = bnhd(2);
+  };
+  set(f.geo);
+  EXPECT_EQ(lighthouse::cuda::gather_backward_workspace_bytes(p), 0);
+  p.rope.cos = f.fmem() + (3 << 20), p.rope.sin = f.fmem() + (3 << 20) + (1 << 18);
+  EXPECT_EQ(lighthouse::cuda::gather_backward_workspace_bytes(p), 0);
+  EXPECT_NO_THROW(lighthouse::cuda::gather_backward(p, nullptr, nullptr));
+
+  lighthouse::Config few = f.config;
+  few.topk = few.tile_budget = 64;
+  const lighthouse::Geometry geo = lighthouse::Geometry::make(few, 4096);
+  ASSERT_EQ(geo.pyramid_len, f.geo.pyramid_len);
+  set(geo);
+  const int64_t bytes = lighthouse::cuda::gather_backward_workspace_bytes(p);
+  EXPECT_EQ(bytes, int64_t{4} * (2 + 2) * geo.kept * 16);
+  DeviceBytes workspace(static_cast<size_t>(bytes) + 16);
+  char* space = static_cast<char*>(workspace.get());
+  EXPECT_NO_THROW(lighthouse::cuda::gather_backward(p, nullptr, space));
+  EXPECT_NO_THROW(lighthouse::cuda::gather_backward(p, nullptr));
+  sync();
+  EXPECT_TRUE(lhtest::throws_naming([&] { lighthouse::cuda::gather_backward(p, nullptr, nullptr); }, "workspace"));
+  EXPECT_TRUE(lhtest::throws_naming([&] { lighthouse::cuda::gather_backward(p, nullptr, space + 4); }, "workspace"));
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
 TEST(GpuErrors, SequenceTooShortForTheConfig) {

@@ -5,7 +5,9 @@
 // [B, N, D] tables, all dtypes, ragged N, GQA, pyramid depths, strided
 // layouts, the 16-byte paths and the scalar ones (head_dim even but off the
 // vector width, rotate-half halves off the vector width, tables not 16-byte
-// aligned), and the plain gather_backward kernel (too many KV heads for the
+// aligned), both ways gather_backward rotates (inside the tiled kernel's
+// loop, or in a first pass where there are at least 4 positions per kept
+// entry), and the plain gather_backward kernel (too many KV heads for the
 // tiled one's slot table).
 #include <gtest/gtest.h>
 
@@ -242,6 +244,15 @@ std::vector<RopeShape> shapes() {
       make("aligned_strides_bf16", 1, 4096, 4, 4, 64, 4, 3, 256, kBF16, 'i', false, kAligned, kAligned),
       make("scrambled_bf16", 2, 4096 + 3, 4, 2, 24, 4, 3, 256, kBF16, 'h', true, kScrambled, kScrambled),
       make("scrambled_f16", 1, 4096, 2, 1, 16, 4, 3, 256, kF16, 'i', false, kScrambled, kSeq),
+      // at least 4 positions per kept entry: gather_backward rotates in a first pass (the shapes above: in the
+      // tiled kernel's loop), on the 16-byte paths, GQA, ragged N, the scalar paths, strided, other pyramids
+      make("first_pass_half_bf16_d128", 1, 16384, 8, 8, 128, 4, 3, 256, kBF16, 'h', false),
+      make("first_pass_interleaved_f32_gqa_ragged", 2, 16384 + 37, 4, 2, 32, 4, 3, 256, kF32, 'i', true),
+      make("first_pass_half_f16_d10", 1, 16384 + 3, 2, 2, 10, 4, 3, 256, kF16, 'h', true),
+      make("first_pass_unaligned_tables_bf16", 1, 16384, 4, 2, 64, 4, 3, 256, kBF16, 'h', false, kSeq, kHead, 0, 1),
+      make("first_pass_scrambled_bf16", 1, 16384 + 3, 4, 2, 24, 4, 3, 256, kBF16, 'h', true, kScrambled, kScrambled),
+      make("first_pass_p8_l3_f32", 1, 32768, 2, 1, 32, 8, 3, 128, kF32, 'i', false),
+      make("first_pass_p4_l4_f16", 1, 32768 + 100, 2, 2, 32, 4, 4, 128, kF16, 'h', false),
       // (levels + 1) x kv_heads > 4096: no tiled slot table fits, gather_backward takes the plain kernel
       make("plain_backward_half_bf16", 1, 40, 2050, 2050, 8, 2, 2, 2, kBF16, 'h', false, kSeq, kHead, 0, 0, 2),
       make("plain_backward_interleaved_f32", 1, 41, 2050, 2050, 6, 2, 2, 2, kF32, 'i', true, kSeq, kHead, 0, 0, 2),
@@ -253,6 +264,15 @@ class GpuRope : public ::testing::TestWithParam<RopeShape> {};
 
 TEST_P(GpuRope, BitwiseEqualToCpu) {
   check_rope(GetParam(), 0x40be0000u + std::hash<std::string>{}(GetParam().shape.name));
+}
+
+// Small problems for the memory and race checkers (compute-sanitizer runs
+// GpuSmall.*): both table conventions, the 16-byte and the scalar paths, and
+// both ways gather_backward rotates (the first pass with its workspace).
+TEST(GpuSmall, Rope) {
+  check_rope(make("small_half_bf16_in_loop", 1, 2048 + 21, 4, 2, 16, 2, 3, 256, kBF16, 'h', false), 11);
+  check_rope(make("small_half_bf16_first_pass", 1, 8192 + 21, 4, 2, 16, 4, 3, 128, kBF16, 'h', false), 12);
+  check_rope(make("small_interleaved_f32_scalar_first_pass", 1, 8192 + 3, 2, 1, 6, 4, 3, 128, kF32, 'i', true), 13);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, GpuRope, ::testing::ValuesIn(shapes()),
