@@ -16,8 +16,9 @@ void scatter(const ScatterParams& params, void* stream);
 void scatter_backward(const ScatterBackwardParams& params, void* stream);
 void gather_backward(const GatherBackwardParams& params, void* stream);
 
-// gather_backward with rope tables first rotates the kept q and k gradient
-// rows back into fp32 device workspace: this many bytes (0 without tables).
+// gather_backward with rope tables may first rotate the kept q and k
+// gradient rows back into fp32 device workspace: this many bytes (0 without
+// tables, or where its kernels rotate without it).
 // The call above allocates it on the stream (cudaMallocAsync); a framework
 // with its own allocator passes it instead, 16-byte aligned, ready for use on
 // the stream and left alone until the call's work on the stream is done.

@@ -285,7 +285,8 @@ void launch_rope_inline(const GatherBackwardParams& p, cudaStream_t stream, bool
   const detail::RopePlan plan = detail::plan_rope(p.rope, d.head_dim, W, vec);
   const int64_t row_len = (d.heads + 2 * d.kv_heads) * plan.items;
   if (row_len > 0x7fffffff) fail("(heads + 2 * kv_heads) * head_dim", "below 2^31", row_len);
-  const detail::TiledShape ts = detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels + 1} * d.kv_heads);
+  const detail::TiledShape ts =
+      detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels + 1} * d.kv_heads);
   detail::with_plan<W>(plan, [&](auto width, auto mode) {
     constexpr int V = decltype(width)::value;
     constexpr RopeMode M = decltype(mode)::value;
@@ -373,7 +374,8 @@ void gather_backward(const GatherBackwardParams& params, void* stream) {
   // Stream-ordered: the memory is free for the stream's next user once the kernels are done with it.
   const cudaStream_t s = detail::as_stream(stream);
   void* space = nullptr;
-  detail::check_cuda(cudaMallocAsync(&space, static_cast<size_t>(bytes), s), "cudaMallocAsync(gather_backward workspace)");
+  detail::check_cuda(cudaMallocAsync(&space, static_cast<size_t>(bytes), s),
+                     "cudaMallocAsync(gather_backward workspace)");
   try {
     gather_backward(params, stream, space);
   } catch (...) {
