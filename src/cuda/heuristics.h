@@ -81,7 +81,9 @@ constexpr int kGatherBackwardMinBlocksPerSm = 6;
 // rows' bf16 bytes, and saves the in-loop kernel's low occupancy, which
 // matters more where the kept entries are few against the positions. On the
 // H200 (bench/NOTES.md) at N / S = 10.7 (512K) the first pass was 9% faster,
-// at 5.3 (128K) 2-10%, at 3.2 (64K, H = 4, Hkv = 2) 20% slower.
+// at 5.3 (128K) 2-10%, at 3.2 (64K, H = 4, Hkv = 2) 20% slower, at 16 (1M,
+// L = 4) 27% faster. The workspace, B (H + Hkv) S D 4 bytes, adds to the
+// backward's peak memory (0.375 GiB at 512K with H = Hkv = 8).
 constexpr int64_t kGatherBackwardRotateFirstMinPositions = 4;
 // The in-loop kernel's __launch_bounds__ minimum resident blocks of
 // kTiledMaxThreads threads: 256 x 2 beat 512 x 2 by 2%; any lower cap spills
