@@ -202,7 +202,8 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
 // one position's row items (as in the kernel above) and its y-threads share
 // the tile's positions, each thread decoding its item once per tile. Stores
 // of consecutive x-threads are consecutive 16-byte vectors. The sum is the
-// same as above: levels 1..L in order.
+// same as above: levels 1..L in order. Rotated: q and k rows come from the
+// first pass's fp32 rows, as in the kernel above.
 template <typename T, int W, bool Rotated>
 __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kGatherBackwardMinBlocksPerSm)
     gather_backward_tiled_kernel(GatherBackwardParams p, RotatedRows rows, int64_t group, int items, int tile) {
@@ -307,7 +308,7 @@ int64_t rotated_k_elems(const GatherBackwardParams& p) {
 }
 
 // workspace: gather_backward_workspace_bytes(p) bytes for the rotated rows
-// when p has rope tables.
+// where the first pass runs (rotates_first).
 template <typename T>
 void launch(const GatherBackwardParams& p, cudaStream_t stream, void* workspace) {
   constexpr int W = detail::vec_width<T>();
