@@ -236,6 +236,17 @@ __device__ __forceinline__ uint32_t pack2_rn(float lo, float hi) {
 #endif
 }
 
+// One 16-byte store of words to global memory at p (16-byte aligned), spelled
+// out in PTX: stored through a uint4 lvalue, the compiler split it into four
+// 4-byte stores in several kernels (gather, scatter_backward, pool_score's
+// coarse levels, the plain scatter and gather_backward), four store
+// instructions where one does.
+__device__ __forceinline__ void store16(void* p, const uint32_t (&words)[4]) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(words[0]), "r"(words[1]), "r"(words[2]),
+               "r"(words[3])
+               : "memory");
+}
+
 // Stores W floats as T at element i of base (the counterpart of load_row).
 // 16-bit T rounds by pack2_rn, a vector holding a NaN by pack2_reference:
 // from_float's bits either way (checked for every float).
@@ -260,7 +271,32 @@ __device__ __forceinline__ void store_row(void* base, int64_t i, const float (&x
         for (int j = 0; j < 4; ++j) words[j] = pack2_reference<T>(x[2 * j], x[2 * j + 1]);
       }
     }
-    *reinterpret_cast<uint4*>(static_cast<T*>(base) + i) = make_uint4(words[0], words[1], words[2], words[3]);
+    store16(static_cast<T*>(base) + i, words);
+  }
+}
+
+// x rounded to T and read back in place: the values a store_row and a
+// load_row of x would give (from_float then to_float per element, by
+// pack2_rn where the row holds no NaN).
+template <typename T, int W>
+__device__ __forceinline__ void round_row(float (&x)[W]) {
+  if constexpr (sizeof(T) == 2 && W % 2 == 0) {
+    bool nan = false;
+#pragma unroll
+    for (int j = 0; j < W; ++j) nan |= x[j] != x[j];
+    if (!nan) {
+#pragma unroll
+      for (int j = 0; j < W; j += 2) {
+        const uint32_t word = pack2_rn<T>(x[j], x[j + 1]);
+        x[j] = to_float(T{static_cast<uint16_t>(word & 0xffffu)});
+        x[j + 1] = to_float(T{static_cast<uint16_t>(word >> 16)});
+      }
+      return;
+    }
+  }
+  if constexpr (sizeof(T) == 2) {
+#pragma unroll
+    for (int j = 0; j < W; ++j) x[j] = to_float(from_float<T>(x[j]));
   }
 }
 

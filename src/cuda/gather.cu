@@ -77,9 +77,7 @@ __global__ void __launch_bounds__(hz::kStreamThreads, gather_min_blocks(M))
           if (r <= group) {  // q and k rows; v is never rotated
             // Rotate the mean as stored in T (what a copy from pooled_* holds).
 #pragma unroll
-            for (int ch = 0; ch < C; ++ch)
-#pragma unroll
-              for (int j = 0; j < W; ++j) x[ch][j] = lighthouse::detail::round_to<T>(x[ch][j]);
+            for (int ch = 0; ch < C; ++ch) detail::round_row<T, W>(x[ch]);
             const int64_t tr = lighthouse::detail::rope_row(
                 p.rope, b, lighthouse::detail::rope_position(g, level, local), p.dims.head_dim);
             detail::rotate_chunks<detail::RopeTurn::kForward, W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col,

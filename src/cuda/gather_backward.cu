@@ -14,7 +14,9 @@
 // where kept entries are many against the positions and that workspace
 // traffic costs more than it saves, the tiled kernel of
 // gather_backward_rope_inline.cuh rotates inside its position loop.
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
@@ -40,23 +42,39 @@ struct RotatedRows {
   float* k = nullptr;  // [B, Hkv, S, D], contiguous
 };
 
+// The work items of one kept entry (the group's q rows, then the k row, of
+// `items` items each) and the warp's step through them: 32 items written in
+// the digits (entry, row, item), so that a lane moves to its next item by
+// adding them with carries instead of dividing.
+struct EntryItems {
+  int items;       // items per row
+  int rows;        // rows per entry: group + 1
+  int step_item;   // 32 % items
+  int step_row;    // (32 / items) % rows
+  int step_entry;  // 32 / (items * rows)
+};
+
 // Each warp takes 32 consecutive pyramid indices of one (batch, KV head) at a
-// time, lists the kept ones (their slots) in shared memory, and its lanes then
-// share the kept entries' work items: the group's q rows and the k row, W * C
-// elements each (the rotation pairs of rope.cuh).
+// time, lists the kept ones (their slots and levels) in shared memory, and its
+// lanes then share the kept entries' work items (EntryItems), W * C elements
+// each (the rotation pairs of rope.cuh).
 template <typename T, int W, RopeMode M>
 __global__ void __launch_bounds__(hz::kStreamThreads)
-    rotate_back_kernel(GatherBackwardParams p, RotatedRows rows, int64_t group, int items, detail::ItemLayout layout) {
+    rotate_back_kernel(GatherBackwardParams p, RotatedRows rows, EntryItems ei, detail::ItemLayout layout) {
   constexpr int C = detail::rope_chunks<M>();
   constexpr int kWarps = hz::kStreamThreads / 32;
   __shared__ int32_t kept_slot[kWarps][32];
   __shared__ int32_t kept_lane[kWarps][32];
+  __shared__ int32_t kept_level[kWarps][32];
   const Geometry& g = p.geo;
   const int64_t H = p.dims.heads, kvn = p.dims.kv_heads, S = g.kept, D = p.dims.head_dim;
+  const int64_t group = ei.rows - 1;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int64_t rows_per_chunk = p.dims.batch * kvn, total = rows_per_chunk * ((g.pyramid_len + 31) / 32);
-  const int64_t per_entry = (group + 1) * items;
   const int64_t step = M == RopeMode::kPair ? layout.step : 1;  // constant 1 without pairs
+  // The lane's first item in the digits (entry, row, item).
+  const int lane_item = lane % ei.items, lane_row = (lane / ei.items) % ei.rows;
+  const int lane_entry = lane / (ei.items * ei.rows);
   for (int64_t c = blockIdx.x * int64_t{kWarps} + warp; c < total; c += int64_t{gridDim.x} * kWarps) {
     // Chunk-major: neighbouring warps take one chunk's entries for every (batch, KV head), so the rope table rows
     // they load (one per entry position, the same for every KV head) come from cache after the first.
@@ -67,14 +85,15 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
       const int rank = __popc(kept & ((1u << lane) - 1u));
       kept_slot[warp][rank] = s;
       kept_lane[warp][rank] = lane;
+      kept_level[warp][rank] = g.level_of(first + lane);
     }
     __syncwarp();
-    for (int64_t w = lane; w < __popc(kept) * per_entry; w += 32) {
-      const int64_t e = w / per_entry, r = w % per_entry, row = r / items;
-      const int64_t col = (r % items) * W * step;
+    const int entries = __popc(kept);
+    for (int e = lane_entry, row = lane_row, item = lane_item; e < entries;) {
+      const int64_t col = int64_t{item} * W * step;
       const int32_t slot = kept_slot[warp][e];
       const int64_t index = first + kept_lane[warp][e];
-      const int level = g.level_of(index);
+      const int level = kept_level[warp][e];
       const bool is_q = row < group;
       const int64_t head = is_q ? kvh * group + row : kvh;
       const void* src = is_q ? p.grad_q_sel : p.grad_k_sel;
@@ -93,6 +112,14 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
         for (int j = 0; j < W; ++j) x[ch][j] = __fmul_rn(x[ch][j], inv);
         detail::store_floats<W>(out + ch * layout.offset, x[ch]);
       }
+      // The next item, 32 further: add the step's digits with carries.
+      item += ei.step_item;
+      const int carry_item = item >= ei.items;
+      item -= carry_item * ei.items;
+      row += ei.step_row + carry_item;
+      const int carry_row = row >= ei.rows;
+      row -= carry_row * ei.rows;
+      e += ei.step_entry + carry_row;
     }
     __syncwarp();  // the lanes are done with the list before the next chunk's
   }
@@ -227,6 +254,7 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kGatherBackwardMinBl
       const ItemRows it = item_rows<T, W, Rotated>(p, rows, group, items, inner, b);
       const int32_t* my_slots = tile_slots + it.kvh * tile;
       const uint32_t* my_present = tile_present + it.kvh * tile;
+      const int32_t src_seq = static_cast<int32_t>(it.src_seq);  // slot * src_seq fits: the launch checks
       const int64_t out_step = it.dst_seq * blockDim.y;
       T* out = static_cast<T*>(it.dst) + (t0 + threadIdx.y) * it.dst_seq;
       for (int i = threadIdx.y; i < positions; i += blockDim.y, out += out_step) {
@@ -237,7 +265,7 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kGatherBackwardMinBl
         for (uint32_t bits = my_present[i]; bits != 0; bits &= bits - 1) {
           const int l = __ffs(bits);
           float x[W];
-          load_entry<T, W, Rotated>(it, my_slots[(l - 1) * level_stride + i] * it.src_seq, x);
+          load_entry<T, W, Rotated>(it, my_slots[(l - 1) * level_stride + i] * src_seq, x);
           const float f = entry_factor<Rotated>(it, g, l);
 #pragma unroll
           for (int j = 0; j < W; ++j) acc[j] = __fadd_rn(acc[j], __fmul_rn(x[j], f));
@@ -255,15 +283,15 @@ void rotate_back(const GatherBackwardParams& p, const RotatedRows& rows, bool ve
   constexpr int W = detail::vec_width<T>();
   const Dims& d = p.dims;
   const detail::RopePlan plan = detail::plan_rope(p.rope, d.head_dim, W, vec);
-  const int items = static_cast<int>(plan.items);
+  const int items = static_cast<int>(plan.items), entry_rows = static_cast<int>(d.heads / d.kv_heads + 1);
+  const EntryItems ei{items, entry_rows, 32 % items, (32 / items) % entry_rows, 32 / (items * entry_rows)};
   const int64_t warps = d.batch * d.kv_heads * ((p.geo.pyramid_len + 31) / 32);
   const unsigned grid = detail::grid_for(warps * 32, hz::kStreamThreads, hz::kStreamBlocksPerSm);
   detail::with_plan<W>(plan, [&](auto width, auto mode) {
     constexpr int V = decltype(width)::value;
     constexpr RopeMode M = decltype(mode)::value;
     if constexpr (M != RopeMode::kNone) {
-      rotate_back_kernel<T, V, M><<<grid, hz::kStreamThreads, 0, stream>>>(p, rows, d.heads / d.kv_heads, items,
-                                                                          plan.layout);
+      rotate_back_kernel<T, V, M><<<grid, hz::kStreamThreads, 0, stream>>>(p, rows, ei, plan.layout);
     }
   });
   detail::check_launch("gather_backward rotate_back_kernel");
@@ -327,7 +355,9 @@ void launch(const GatherBackwardParams& p, cudaStream_t stream, void* workspace)
     constexpr bool R = decltype(rotated)::value;
     detail::with_width<W>(vec, [&](auto width) {
       constexpr int V = decltype(width)::value;
-      detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, stream,
+      const int64_t seq = std::max({std::abs(p.grad_q_sel_strides.seq), std::abs(p.grad_k_sel_strides.seq),
+                                    std::abs(p.grad_v_sel_strides.seq), R ? d.head_dim : int64_t{0}});
+      detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, p.geo.kept * seq, stream,
                                  gather_backward_tiled_kernel<T, V, R>, gather_backward_kernel<T, V, R>, p, rows,
                                  group, static_cast<int>(items));
     });

@@ -32,13 +32,19 @@ __device__ __forceinline__ PositionRun position_run(int positions) {
 // words: stage_tile_slots), else plain(args...) as a grid-stride loop over
 // (batch, positions).
 // `row_len` is the work items of one position; `stage` names the kernels in
-// errors (stage_tiled_kernel, stage_kernel).
+// errors (stage_tiled_kernel, stage_kernel). `entry_span`: the largest
+// element offset of a kept row from slot 0's that the kernels form (kept
+// entries times the largest sequence stride of the kept rows they read); the
+// tiled kernel forms it in 32 bits (one multiply, one wide add to the row's
+// pointer), so a span past 2^31 - 1 takes the plain kernel.
 template <typename Tiled, typename Plain, typename... Args>
-void launch_by_position(const char* stage, int64_t row_len, const Dims& d, int levels, cudaStream_t stream,
-                        Tiled tiled, Plain plain, const Args&... args) {
+void launch_by_position(const char* stage, int64_t row_len, const Dims& d, int levels, int64_t entry_span,
+                        cudaStream_t stream, Tiled tiled, Plain plain, const Args&... args) {
   namespace hz = heuristics;
   // The shared table: the tile's slots of every level and KV head, then one row of present-level masks per KV head.
-  const TiledShape ts = tiled_shape(row_len, d.batch, d.seq_len, int64_t{levels + 1} * d.kv_heads);
+  const TiledShape ts = entry_span <= 0x7fffffff
+                            ? tiled_shape(row_len, d.batch, d.seq_len, int64_t{levels + 1} * d.kv_heads)
+                            : TiledShape{};
   if (ts.tile > 0) {
     tiled<<<ts.grid, ts.block, ts.shared_bytes, stream>>>(args..., ts.tile);
   } else {

@@ -5,6 +5,8 @@
 // output row; the x-threads of a block cover the H rows of one position.
 // Grid: y over batch, x over positions. That kernel is the fallback; the
 // tiled kernel below (same per-element arithmetic) is the fast path.
+#include <cstdlib>
+
 #include "common.cuh"
 #include "heuristics.h"
 #include "lighthouse/checks.h"
@@ -95,7 +97,7 @@ __global__ void __launch_bounds__(hz::kTiledMaxThreads, hz::kScatterTiledMinBloc
       const T* o_sel = static_cast<const T*>(p.o_sel) + lighthouse::detail::at(p.o_sel_strides, b, 0, h) + col;
       const int32_t* my_slots = tile_slots + (h / group) * tile;
       const uint32_t* my_present = tile_present + (h / group) * tile;
-      const int64_t sel_seq = p.o_sel_strides.seq;
+      const int32_t sel_seq = static_cast<int32_t>(p.o_sel_strides.seq);  // slot * sel_seq fits: the launch checks
       T* out = static_cast<T*>(p.out) + lighthouse::detail::at(p.out_strides, b, t0 + run.first, h) + col;
       for (int i = run.first; i < run.last; ++i, out += p.out_strides.seq) {
         float acc[W];
@@ -127,8 +129,9 @@ void launch(const ScatterParams& p, cudaStream_t stream) {
   if (row_len > 0x7fffffff) fail("heads * head_dim", "below 2^31", row_len);
   detail::with_width<W>(vec, [&](auto width) {
     constexpr int V = decltype(width)::value;
-    detail::launch_by_position("scatter", row_len, d, p.geo.levels, stream, scatter_tiled_kernel<T, V>,
-                               scatter_kernel<T, V>, p, group, static_cast<int>(vecs));
+    detail::launch_by_position("scatter", row_len, d, p.geo.levels, p.geo.kept * std::abs(p.o_sel_strides.seq),
+                               stream, scatter_tiled_kernel<T, V>, scatter_kernel<T, V>, p, group,
+                               static_cast<int>(vecs));
   });
 }
 

@@ -4,7 +4,8 @@
 // pooled means) rounds the same way; so each of
 // the 2^32 inputs must come out with from_float's bits (a mismatch in a stage
 // would otherwise show only for the rare values random inputs never produce:
-// ties, subnormals, overflow, NaN payloads).
+// ties, subnormals, overflow, NaN payloads). Likewise round_row, the same
+// rounding read back as floats.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -87,6 +88,58 @@ void expect_every_float_matches(const char* type) {
                   static_cast<unsigned>(got.first & 0xffffu), lighthouse::from_float<T>(lighthouse::bits_float(input)).bits);
   }
   EXPECT_EQ(got.count, 0ull) << type << ": the store differs from from_float for " << got.count << " floats" << first;
+}
+
+// Thread i rounds the W floats with bits Wi .. Wi + W - 1 by round_row (gather
+// rounds a re-pooled mean so before rotating it) and compares each with
+// to_float(from_float(x)), bit for bit: what a store and a load would give.
+// Vectors holding a NaN take round_row's per-element path, the rest its cvt.
+template <typename T>
+__global__ void round_every_float(uint64_t vectors, Mismatches* out) {
+  constexpr int W = 16 / static_cast<int>(sizeof(T));
+  const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
+  for (uint64_t v = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; v < vectors; v += stride) {
+    float x[W], y[W];
+#pragma unroll
+    for (int j = 0; j < W; ++j) y[j] = x[j] = lighthouse::bits_float(static_cast<uint32_t>(v * W + j));
+    lighthouse::cuda::detail::round_row<T, W>(y);
+#pragma unroll
+    for (int j = 0; j < W; ++j) {
+      const uint32_t got = lighthouse::float_bits(y[j]);
+      const uint32_t want = lighthouse::float_bits(lighthouse::to_float(lighthouse::from_float<T>(x[j])));
+      if (got != want) {
+        atomicAdd(&out->count, 1ull);
+        atomicMin(&out->first, (v * W + j) << 32 | got);
+      }
+    }
+  }
+}
+
+template <typename T>
+void expect_rounding_matches(const char* type) {
+  gputest::DeviceBytes result(sizeof(Mismatches));
+  const Mismatches none{0, ~0ull};
+  result.upload(&none);
+  const uint64_t vectors = (uint64_t{1} << 32) / (16 / sizeof(T));
+  round_every_float<T><<<4096, 256>>>(vectors, static_cast<Mismatches*>(result.get()));
+  gputest::cuda_ok(cudaGetLastError(), "round_every_float");
+  gputest::cuda_ok(cudaDeviceSynchronize(), "round_every_float");
+  Mismatches got{};
+  result.download(&got);
+  char first[112] = "";
+  if (got.count > 0) {
+    const uint32_t input = static_cast<uint32_t>(got.first >> 32);
+    const float want = lighthouse::to_float(lighthouse::from_float<T>(lighthouse::bits_float(input)));
+    std::snprintf(first, sizeof first, "; first at float bits 0x%08x: rounded to 0x%08x, from_float gives 0x%08x",
+                  input, static_cast<unsigned>(got.first & 0xffffffffu), lighthouse::float_bits(want));
+  }
+  EXPECT_EQ(got.count, 0ull) << type << ": round_row differs from to_float(from_float) for " << got.count << " floats"
+                             << first;
+}
+
+TEST(GpuConversion, RoundRowEqualsFromFloatForEveryFloat) {
+  expect_rounding_matches<bf16_t>("bf16");
+  expect_rounding_matches<f16_t>("f16");
 }
 
 TEST(GpuConversion, Bf16StoresEqualFromFloatForEveryFloat) {
