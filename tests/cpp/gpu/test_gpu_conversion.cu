@@ -91,7 +91,7 @@ void expect_every_float_matches(const char* type) {
 }
 
 // Thread i rounds the W floats with bits Wi .. Wi + W - 1 by round_row (gather
-// rounds a re-pooled mean so before rotating it) and compares each with
+// rounds its q and k means so before rotating them) and compares each with
 // to_float(from_float(x)), bit for bit: what a store and a load would give.
 // Vectors holding a NaN take round_row's per-element path, the rest its cvt.
 template <typename T>
