@@ -336,7 +336,7 @@ int64_t rotated_k_elems(const GatherBackwardParams& p) {
 }
 
 // workspace: gather_backward_workspace_bytes(p) bytes for the rotated rows
-// where the first pass runs (rotates_first).
+// where the first pass runs (rotates_first), else null.
 template <typename T>
 void launch(const GatherBackwardParams& p, cudaStream_t stream, void* workspace) {
   constexpr int W = detail::vec_width<T>();
@@ -366,7 +366,7 @@ void launch(const GatherBackwardParams& p, cudaStream_t stream, void* workspace)
     positions(std::false_type{}, RotatedRows{});
     return;
   }
-  if (!rotates_first(p)) {
+  if (workspace == nullptr) {
     launch_rope_inline<T>(p, stream, vec);
     return;
   }
@@ -374,6 +374,11 @@ void launch(const GatherBackwardParams& p, cudaStream_t stream, void* workspace)
   const RotatedRows rows{space, space + rotated_q_elems(p)};
   rotate_back<T>(p, rows, vec, stream);
   positions(std::true_type{}, rows);
+}
+
+// Launches checked params; workspace as launch takes it.
+void run(const GatherBackwardParams& p, cudaStream_t stream, void* workspace) {
+  lighthouse::detail::dispatch(p.dtype, [&](auto t) { launch<decltype(t)>(p, stream, workspace); });
 }
 
 }  // namespace
@@ -391,24 +396,23 @@ void gather_backward(const GatherBackwardParams& params, void* stream, void* wor
   if (bytes > 0 && reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
     fail("workspace", "a 16-byte aligned address",
          "an address " + std::to_string(reinterpret_cast<uintptr_t>(workspace) % 16) + " bytes past one");
-  lighthouse::detail::dispatch(params.dtype,
-                               [&](auto t) { launch<decltype(t)>(params, detail::as_stream(stream), workspace); });
+  run(params, detail::as_stream(stream), bytes > 0 ? workspace : nullptr);
 }
 
 void gather_backward(const GatherBackwardParams& params, void* stream) {
+  check(params);  // before allocating
   const int64_t bytes = gather_backward_workspace_bytes(params);
+  const cudaStream_t s = detail::as_stream(stream);
   if (bytes == 0) {
-    gather_backward(params, stream, nullptr);
+    run(params, s, nullptr);
     return;
   }
-  check(params);  // before allocating
   // Stream-ordered: the memory is free for the stream's next user once the kernels are done with it.
-  const cudaStream_t s = detail::as_stream(stream);
   void* space = nullptr;
   detail::check_cuda(cudaMallocAsync(&space, static_cast<size_t>(bytes), s),
                      "cudaMallocAsync(gather_backward workspace)");
   try {
-    gather_backward(params, stream, space);
+    run(params, s, space);
   } catch (...) {
     cudaFreeAsync(space, s);
     throw;

@@ -67,20 +67,29 @@ __global__ void store_every_float(uint64_t vectors, uint4* scratch, Mismatches* 
   }
 }
 
-template <typename T, Store S>
-void expect_every_float_matches(const char* type) {
+// Calls launch(counts) with counts in device memory holding none yet, and
+// returns what the launched kernel (named `kernel` in errors) counted.
+template <typename Launch>
+Mismatches count_mismatches(const char* kernel, Launch launch) {
   gputest::DeviceBytes result(sizeof(Mismatches));
   const Mismatches none{0, ~0ull};
   result.upload(&none);
+  launch(static_cast<Mismatches*>(result.get()));
+  gputest::cuda_ok(cudaGetLastError(), kernel);
+  gputest::cuda_ok(cudaDeviceSynchronize(), kernel);
+  Mismatches got{};
+  result.download(&got);
+  return got;
+}
+
+template <typename T, Store S>
+void expect_every_float_matches(const char* type) {
   const uint64_t vectors = (uint64_t{1} << 32) / (16 / sizeof(T));
   constexpr unsigned kBlocks = 4096, kThreads = 256;
   gputest::DeviceBytes scratch(sizeof(uint4) * kBlocks * kThreads);
-  store_every_float<T, S><<<kBlocks, kThreads>>>(vectors, static_cast<uint4*>(scratch.get()),
-                                                 static_cast<Mismatches*>(result.get()));
-  gputest::cuda_ok(cudaGetLastError(), "store_every_float");
-  gputest::cuda_ok(cudaDeviceSynchronize(), "store_every_float");
-  Mismatches got{};
-  result.download(&got);
+  const Mismatches got = count_mismatches("store_every_float", [&](Mismatches* counts) {
+    store_every_float<T, S><<<kBlocks, kThreads>>>(vectors, static_cast<uint4*>(scratch.get()), counts);
+  });
   char first[96] = "";
   if (got.count > 0) {
     const uint32_t input = static_cast<uint32_t>(got.first >> 32);
@@ -117,15 +126,9 @@ __global__ void round_every_float(uint64_t vectors, Mismatches* out) {
 
 template <typename T>
 void expect_rounding_matches(const char* type) {
-  gputest::DeviceBytes result(sizeof(Mismatches));
-  const Mismatches none{0, ~0ull};
-  result.upload(&none);
   const uint64_t vectors = (uint64_t{1} << 32) / (16 / sizeof(T));
-  round_every_float<T><<<4096, 256>>>(vectors, static_cast<Mismatches*>(result.get()));
-  gputest::cuda_ok(cudaGetLastError(), "round_every_float");
-  gputest::cuda_ok(cudaDeviceSynchronize(), "round_every_float");
-  Mismatches got{};
-  result.download(&got);
+  const Mismatches got = count_mismatches(
+      "round_every_float", [&](Mismatches* counts) { round_every_float<T><<<4096, 256>>>(vectors, counts); });
   char first[112] = "";
   if (got.count > 0) {
     const uint32_t input = static_cast<uint32_t>(got.first >> 32);

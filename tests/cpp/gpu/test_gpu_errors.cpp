@@ -161,18 +161,26 @@ TEST(GpuErrors, ScatterBackward) {
   expect_all_throw(p, v, [](const auto& x) { lighthouse::cuda::scatter_backward(x, nullptr); });
 }
 
+// Valid gather_backward params over the fixture's buffers for pyramid `geo`
+// (the fixture's pyramid length; its own kept entries).
+lighthouse::GatherBackwardParams gather_backward_params(const Fixture& f, const lighthouse::Geometry& geo,
+                                                       const int32_t* slots) {
+  lighthouse::GatherBackwardParams p;
+  p.dims = f.dims, p.geo = geo;
+  p.grad_q_sel = p.grad_k_sel = p.grad_v_sel = f.mem();
+  p.grad_q_sel_strides = p.grad_k_sel_strides = p.grad_v_sel_strides = lighthouse::contiguous_bhsd(2, geo.kept, 16);
+  p.slots = slots;
+  p.grad_q = f.fmem() + (1 << 20), p.grad_k = f.fmem() + (3 << 19), p.grad_v = f.fmem() + (1 << 21);
+  p.grad_q_strides = p.grad_k_strides = p.grad_v_strides = bnhd(2);
+  return p;
+}
+
 TEST(GpuErrors, GatherBackward) {
   Fixture f;
   Array<int32_t> slots(2 * f.geo.pyramid_len);
   for (auto& s : slots.values()) s = -1;
   slots.upload();
-  lighthouse::GatherBackwardParams p;
-  p.dims = f.dims, p.geo = f.geo;
-  p.grad_q_sel = p.grad_k_sel = p.grad_v_sel = f.mem();
-  p.grad_q_sel_strides = p.grad_k_sel_strides = p.grad_v_sel_strides = bhsd(f, 2);
-  p.slots = slots.device();
-  p.grad_q = f.fmem() + (1 << 20), p.grad_k = f.fmem() + (3 << 19), p.grad_v = f.fmem() + (1 << 21);
-  p.grad_q_strides = p.grad_k_strides = p.grad_v_strides = bnhd(2);
+  const lighthouse::GatherBackwardParams p = gather_backward_params(f, f.geo, slots.device());
   auto v = common_breakages<lighthouse::GatherBackwardParams>();
   add_dtype_breakage(v);
   v.push_back({"null grad_k", "grad_k", [](auto& x) { x.grad_k = nullptr; }});
@@ -186,21 +194,13 @@ TEST(GpuErrors, GatherBackward) {
 // the error for none or an unaligned one (the call without it allocates its own).
 TEST(GpuErrors, GatherBackwardWorkspace) {
   Fixture f;
-  lighthouse::GatherBackwardParams p;
   Array<int32_t> slots(2 * f.geo.pyramid_len);
   for (auto& s : slots.values()) s = -1;
   slots.upload();
-  const auto set = [&](const lighthouse::Geometry& geo) {
-    p.dims = f.dims, p.geo = geo;
-    p.grad_q_sel = p.grad_k_sel = p.grad_v_sel = f.mem();
-    p.grad_q_sel_strides = p.grad_k_sel_strides = p.grad_v_sel_strides = lighthouse::contiguous_bhsd(2, geo.kept, 16);
-    p.slots = slots.device();
-    p.grad_q = f.fmem() + (1 << 20), p.grad_k = f.fmem() + (3 << 19), p.grad_v = f.fmem() + (1 << 21);
-    p.grad_q_strides = p.grad_k_strides = p.grad_v_strides = bnhd(2);
-  };
-  set(f.geo);
+  float* const cos = f.fmem() + (3 << 20);
+  lighthouse::GatherBackwardParams p = gather_backward_params(f, f.geo, slots.device());
   EXPECT_EQ(lighthouse::cuda::gather_backward_workspace_bytes(p), 0);
-  p.rope.cos = f.fmem() + (3 << 20), p.rope.sin = f.fmem() + (3 << 20) + (1 << 18);
+  p.rope.cos = cos, p.rope.sin = cos + (1 << 18);
   EXPECT_EQ(lighthouse::cuda::gather_backward_workspace_bytes(p), 0);
   EXPECT_NO_THROW(lighthouse::cuda::gather_backward(p, nullptr, nullptr));
 
@@ -208,7 +208,8 @@ TEST(GpuErrors, GatherBackwardWorkspace) {
   few.topk = few.tile_budget = 64;
   const lighthouse::Geometry geo = lighthouse::Geometry::make(few, 4096);
   ASSERT_EQ(geo.pyramid_len, f.geo.pyramid_len);
-  set(geo);
+  p = gather_backward_params(f, geo, slots.device());
+  p.rope.cos = cos, p.rope.sin = cos + (1 << 18);
   const int64_t bytes = lighthouse::cuda::gather_backward_workspace_bytes(p);
   EXPECT_EQ(bytes, int64_t{4} * (2 + 2) * geo.kept * 16);
   DeviceBytes workspace(static_cast<size_t>(bytes) + 16);
