@@ -247,56 +247,56 @@ __device__ __forceinline__ void store16(void* p, const uint32_t (&words)[4]) {
                : "memory");
 }
 
-// Stores W floats as T at element i of base (the counterpart of load_row).
-// 16-bit T rounds by pack2_rn, a vector holding a NaN by pack2_reference:
-// from_float's bits either way (checked for every float).
+// The W floats of one 16-byte vector as T, packed into four words. 16-bit T
+// rounds by pack2_rn, a vector holding a NaN by pack2_reference: from_float's
+// bits either way (checked for every float).
+template <typename T, int W>
+__device__ __forceinline__ void pack_row(const float (&x)[W], uint32_t (&words)[4]) {
+  static_assert(W * sizeof(T) == 16, "one 16-byte vector");
+  if constexpr (sizeof(T) == 4) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) words[j] = float_bits(x[j]);
+  } else {
+    bool nan = false;
+#pragma unroll
+    for (int j = 0; j < W; ++j) nan |= x[j] != x[j];
+    if (!nan) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) words[j] = pack2_rn<T>(x[2 * j], x[2 * j + 1]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) words[j] = pack2_reference<T>(x[2 * j], x[2 * j + 1]);
+    }
+  }
+}
+
+// Stores W floats as T at element i of base (the counterpart of load_row),
+// rounded as pack_row does.
 template <typename T, int W>
 __device__ __forceinline__ void store_row(void* base, int64_t i, const float (&x)[W]) {
   if constexpr (W == 1) {
     lighthouse::detail::store<T>(base, i, x[0]);
   } else {
     uint32_t words[4];
-    if constexpr (sizeof(T) == 4) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) words[j] = float_bits(x[j]);
-    } else {
-      bool nan = false;
-#pragma unroll
-      for (int j = 0; j < W; ++j) nan |= x[j] != x[j];
-      if (!nan) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) words[j] = pack2_rn<T>(x[2 * j], x[2 * j + 1]);
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) words[j] = pack2_reference<T>(x[2 * j], x[2 * j + 1]);
-      }
-    }
+    pack_row<T, W>(x, words);
     store16(static_cast<T*>(base) + i, words);
   }
 }
 
 // x rounded to T and read back in place: the values a store_row and a
-// load_row of x would give (from_float then to_float per element, by
-// pack2_rn where the row holds no NaN).
+// load_row of x would give.
 template <typename T, int W>
 __device__ __forceinline__ void round_row(float (&x)[W]) {
-  if constexpr (sizeof(T) == 2 && W % 2 == 0) {
-    bool nan = false;
+  if constexpr (W == 1) {
+    x[0] = to_float(from_float<T>(x[0]));
+  } else if constexpr (sizeof(T) == 2) {
+    uint32_t words[4];
+    pack_row<T, W>(x, words);
 #pragma unroll
-    for (int j = 0; j < W; ++j) nan |= x[j] != x[j];
-    if (!nan) {
-#pragma unroll
-      for (int j = 0; j < W; j += 2) {
-        const uint32_t word = pack2_rn<T>(x[j], x[j + 1]);
-        x[j] = to_float(T{static_cast<uint16_t>(word & 0xffffu)});
-        x[j + 1] = to_float(T{static_cast<uint16_t>(word >> 16)});
-      }
-      return;
+    for (int j = 0; j < 4; ++j) {
+      x[2 * j] = to_float(T{static_cast<uint16_t>(words[j] & 0xffffu)});
+      x[2 * j + 1] = to_float(T{static_cast<uint16_t>(words[j] >> 16)});
     }
-  }
-  if constexpr (sizeof(T) == 2) {
-#pragma unroll
-    for (int j = 0; j < W; ++j) x[j] = to_float(from_float<T>(x[j]));
   }
 }
 
