@@ -8,8 +8,9 @@
 // coarser ones by one small launch per level, each from the level below, in
 // the CPU's order (first child, then max_keep over the rest). On request the
 // same pass also reads v and writes the pooled level-L q, k, v from the staged
-// rows (a separate launch does it when rows are unaligned or a coarsest block
-// is longer than a warp's 32 rows).
+// rows (a separate launch does it when rows are unaligned, or when a
+// coarsest block is longer than a chunk or its running sums do not fit in
+// shared memory).
 #include <string>
 
 #include "block_mean.cuh"
@@ -84,6 +85,10 @@ struct PoolArgs {
   Strides pqs, pks, pvs;
   int64_t chunk;     // positions per block: a power of two, at most kPoolPositions
   int fused_levels;  // levels 2..fused_levels are reduced in the block
+  // 32-row batches per coarsest block when the pass pools blocks longer than
+  // 32 rows (c_L / 32), else 1: a warp then takes each block's batches in a
+  // row and carries the running sums from one to the next in shared memory.
+  int batches_per_block;
 };
 
 // One stream of rows a warp stages on the vector path: one head of q, k or
@@ -160,12 +165,17 @@ __device__ __forceinline__ void stage_tile(unsigned char* dst, const T* src, int
 // flight while the lanes read the current one: each lane sums its own row's
 // squares in ascending d (no FMA, as the CPU does), and, when the pooled
 // level-L tensors are made here, the warp writes the mean of each whole
-// block of c_L rows among the batch's first pool_rows (fp32 sums in
-// ascending positions times the exact reciprocal, as gather computes them).
-// Writes the batch's level-1 scores to out_* and buf_*.
-template <typename T, int W>
+// block of c_L rows (fp32 sums in ascending positions times the exact
+// reciprocal, as gather computes them): of the blocks inside a batch, or,
+// for blocks of several batches (batches_per_block > 1), at the block's last
+// batch, from sums carried in `carry` ([streams][dim] floats, the warp's
+// own) since its first; `Carry` instantiates that walk (without it the
+// pass compiles as if batches_per_block were 1). Writes the batch's level-1
+// scores to out_* and buf_*.
+template <typename T, int W, bool Carry>
 __device__ void vector_base_pass(const PoolArgs& a, int64_t b, int64_t kvh, int64_t bg, int64_t p0, int64_t p1,
-                                 unsigned char* stage, float* buf_qk, float* buf_kq, float* out_qk, float* out_kq) {
+                                 unsigned char* stage, float* carry, float* buf_qk, float* buf_kq, float* out_qk,
+                                 float* out_kq) {
   constexpr int kChunk = hz::kPoolChunkBytes / static_cast<int>(sizeof(T));
   constexpr int kStages = hz::kPoolStages;
   const Geometry& g = a.geo;
@@ -176,9 +186,14 @@ __device__ void vector_base_pass(const PoolArgs& a, int64_t b, int64_t kvh, int6
   const int span = static_cast<int>(p1 - p0);
   const int64_t whole = g.coarsest() * g.block(g.levels);  // positions in whole coarsest blocks
   const int whole_rel = static_cast<int>(whole - p0 < 0 ? 0 : (whole - p0 < span ? whole - p0 : span));
+  // The warps take turns by groups of m consecutive 32-row batches (one coarsest block each when m > 1, else one
+  // batch): after the batch at r0, part `part` of its group, the warp's next one starts at next_start(r0, part).
+  const int m = Carry ? a.batches_per_block : 1;
+  const auto next_start = [&](int r0, int part) { return part + 1 < m ? r0 + 32 : r0 + 32 + (kWarps - 1) * 32 * m; };
+  const auto next_part = [&](int part) { return part + 1 < m ? part + 1 : 0; };
 
-  // The next tile to issue: (batch start, stream, chunk), `streams * chunks` tiles per batch.
-  int next_r0 = streams > 0 ? warp * 32 : span;
+  // The next tile to issue: (batch start and part, stream, chunk), `streams * chunks` tiles per batch.
+  int next_r0 = streams > 0 ? warp * 32 * m : span, next_batch_part = 0;
   int next_stream = 0, next_chunk = 0, next_buffer = 0;
   const auto issue = [&] {
     if (next_r0 < span) {
@@ -192,7 +207,8 @@ __device__ void vector_base_pass(const PoolArgs& a, int64_t b, int64_t kvh, int6
         next_chunk = 0;
         if (++next_stream == streams) {
           next_stream = 0;
-          next_r0 += kWarps * 32;
+          next_r0 = next_start(next_r0, next_batch_part);
+          next_batch_part = next_part(next_batch_part);
         }
       }
     }
@@ -202,9 +218,11 @@ __device__ void vector_base_pass(const PoolArgs& a, int64_t b, int64_t kvh, int6
   for (int i = 0; i + 1 < kStages; ++i) issue();
 
   int buffer = 0;
-  for (int r0 = warp * 32; r0 < span; r0 += kWarps * 32) {
+  for (int r0 = warp * 32 * m, part = 0; r0 < span; r0 = next_start(r0, part), part = next_part(part)) {
     const int rows = span - r0 < 32 ? span - r0 : 32;
     const int pool_rows = whole_rel - r0 < 0 ? 0 : (whole_rel - r0 < rows ? whole_rel - r0 : rows);
+    // With m > 1: whether the batch's block is whole (its means are written).
+    const bool whole_block = r0 - part * 32 + 32 * m <= whole_rel;
     const int64_t t0 = p0 + r0, t = t0 + lane;
     float qk = 0.0f, kq = 0.0f;
     for (int s = 0; s < streams; ++s) {
@@ -226,7 +244,30 @@ __device__ void vector_base_pass(const PoolArgs& a, int64_t b, int64_t kvh, int6
             for (int j = 0; j < W; ++j) acc = __fadd_rn(acc, __fmul_rn(x[j], x[j]));
           }
         }
-        if (st.pooled != nullptr) {
+        if (Carry && st.pooled != nullptr) {
+          // One block of 32 * m rows, this batch its rows 32 * part..: each lane's element pairs continue the
+          // block's ascending sums (block_mean's arithmetic, block_mean.cuh) from the previous batch's carry.
+          if (whole_block) {
+            const float inv = detail::block_reciprocal(g, g.levels);
+            for (int e = 2 * lane; e < elems; e += 64) {
+              float* sums = carry + s * a.dim + d0 + e;
+              float sum[2] = {part == 0 ? 0.0f : sums[0], part == 0 ? 0.0f : sums[1]};
+              for (int r = 0; r < 32; ++r) {
+                float x[2];
+                load_pair<T>(tile + r * kStagePitch, e, x);
+                sum[0] = __fadd_rn(sum[0], x[0]);
+                sum[1] = __fadd_rn(sum[1], x[1]);
+              }
+              if (part + 1 < m) {
+                sums[0] = sum[0];
+                sums[1] = sum[1];
+              } else {
+                const int64_t o = ((p0 + r0 - part * 32) / (32 * m)) * st.pooled_seq + d0 + e;
+                detail::store_pair<T>(st.pooled, o, __fmul_rn(sum[0], inv), __fmul_rn(sum[1], inv));
+              }
+            }
+          }
+        } else if (st.pooled != nullptr) {
           // block_mean's arithmetic (block_mean.cuh) over the staged rows, with
           // 32-bit indices: this loop sits in the hot base pass. An item is two
           // adjacent elements (elems is a multiple of W, so even), read by one
@@ -302,16 +343,18 @@ __device__ void scalar_base_pass(const PoolArgs& a, int64_t b, int64_t kvh, int6
 }
 
 // Dynamic shared memory of pool_base_kernel: every warp's stage buffers on
-// the vector path, none on the scalar one.
+// the vector path, none on the scalar one; then, when the pass pools blocks
+// longer than 32 rows, every warp's carried sums (pool_carry_floats each).
 template <int W>
 constexpr size_t pool_stage_bytes() {
   return W > 1 ? size_t{kWarps} * hz::kPoolStages * kTileBytes : 0;
 }
+__host__ __device__ inline int64_t pool_carry_floats(const PoolArgs& a) { return (a.group + 2) * a.dim; }
 
-template <typename T, int W>
+template <typename T, int W, bool Carry>
 __global__ void __launch_bounds__(hz::kPoolThreads) pool_base_kernel(PoolArgs a) {
   constexpr int64_t Q = hz::kPoolPositions;  // the largest chunk
-  extern __shared__ __align__(16) unsigned char stage[];  // [kWarps][kPoolStages][kTileBytes]
+  extern __shared__ __align__(16) unsigned char stage[];  // [kWarps][kPoolStages][kTileBytes], [kWarps][carry]
   __shared__ float buf_qk[2][Q], buf_kq[2][Q];
   const Geometry& g = a.geo;
   // Chunk-major order: the (batch, KV head) pairs of one chunk are adjacent blocks, so the blocks
@@ -325,8 +368,9 @@ __global__ void __launch_bounds__(hz::kPoolThreads) pool_base_kernel(PoolArgs a)
   float* out_kq = a.scores_kq + bg * g.pyramid_len;
   if constexpr (W > 1) {
     const int warp = threadIdx.x >> 5;
-    vector_base_pass<T, W>(a, b, kvh, bg, p0, p1, stage + warp * (hz::kPoolStages * kTileBytes), buf_qk[0], buf_kq[0],
-                           out_qk, out_kq);
+    float* carry = reinterpret_cast<float*>(stage + pool_stage_bytes<W>()) + (Carry ? warp * pool_carry_floats(a) : 0);
+    vector_base_pass<T, W, Carry>(a, b, kvh, bg, p0, p1, stage + warp * (hz::kPoolStages * kTileBytes), carry,
+                                  buf_qk[0], buf_kq[0], out_qk, out_kq);
   } else {
     scalar_base_pass<T>(a, b, kvh, bg, p0, p1, buf_qk[0], buf_kq[0], out_qk, out_kq);
   }
@@ -370,7 +414,8 @@ __global__ void __launch_bounds__(hz::kLevelThreads) pool_level_kernel(Geometry 
 }
 
 // The pooled level-L tensors when the base pass cannot make them (unaligned
-// rows, or coarsest blocks longer than a warp's 32 rows): one thread owns W
+// rows, coarsest blocks longer than its chunk, or their running sums too
+// large for its shared memory): one thread owns W
 // elements of one pooled row; the x-threads of a block cover the H + 2 Hkv
 // rows of one coarsest entry. Grid: y over batch, x over entries.
 template <typename T, int W>
@@ -431,29 +476,42 @@ void launch(const PoolScoreParams& params, cudaStream_t stream) {
   if (pooled) vec = vec && detail::aligned16(params.v) && detail::strides_multiple(params.v_strides, W);
   // The vector path stages rows in dynamic shared memory; a device that cannot give a block that much takes the
   // scalar path.
-  vec = vec && detail::reserve_dynamic_shared(pool_base_kernel<T, W>, pool_stage_bytes<W>(), "pool_base_kernel");
+  vec = vec &&
+        detail::reserve_dynamic_shared(pool_base_kernel<T, W, false>, pool_stage_bytes<W>(), "pool_base_kernel");
   const bool out_vec = pooled && vec && detail::aligned16(params.pooled_q) && detail::aligned16(params.pooled_k) &&
                        detail::aligned16(params.pooled_v) && detail::strides_multiple(params.pooled_q_strides, W) &&
                        detail::strides_multiple(params.pooled_k_strides, W) &&
                        detail::strides_multiple(params.pooled_v_strides, W);
-  // The base pass makes the pooled tensors when its warps' 32-row batches hold whole coarsest blocks and the
-  // pooled tensors take vector stores (it writes each element pair with one 4- or 8-byte store).
-  const bool fused_pool = out_vec && g.block(g.levels) <= 32;
-
-  const int64_t chunk = pool_chunk(d);
+  const int64_t chunk = pool_chunk(d), c_l = g.block(g.levels);
   PoolArgs a{g, d.batch, d.kv_heads, d.heads / d.kv_heads, d.head_dim, params.q, params.q_strides, params.k,
              params.k_strides, params.v, params.v_strides, params.base_qk, params.base_kq, params.scores_qk,
-             params.scores_kq, fused_pool ? params.pooled_q : nullptr, fused_pool ? params.pooled_k : nullptr,
-             fused_pool ? params.pooled_v : nullptr, params.pooled_q_strides, params.pooled_k_strides,
-             params.pooled_v_strides, chunk, 1};
+             params.scores_kq, params.pooled_q, params.pooled_k, params.pooled_v, params.pooled_q_strides,
+             params.pooled_k_strides, params.pooled_v_strides, chunk, 1, 1};
   while (a.fused_levels < g.levels && g.block(a.fused_levels + 1) <= chunk) ++a.fused_levels;
+  // The base pass makes the pooled tensors when they take vector stores (it writes each element pair with one 4- or
+  // 8-byte store) and a coarsest block fits in its warps' 32-row batches, or else in its chunk with the running sums
+  // of its warps in shared memory.
+  const int64_t carry_bytes = c_l > 32 ? int64_t{kWarps} * pool_carry_floats(a) * int64_t{sizeof(float)} : 0;
+  const bool fused_pool =
+      out_vec && (c_l <= 32 || (c_l <= chunk && detail::reserve_dynamic_shared(pool_base_kernel<T, W, true>,
+                                                                               pool_stage_bytes<W>() + carry_bytes,
+                                                                               "pool_base_kernel")));
+  if (fused_pool) {
+    a.batches_per_block = c_l > 32 ? static_cast<int>(c_l / 32) : 1;
+  } else {
+    a.pooled_q = a.pooled_k = a.pooled_v = nullptr;
+  }
 
   const int64_t blocks = pool_blocks(d, chunk);
   if (blocks > 0x7fffffff) fail("pool_score blocks", "at most 2^31 - 1", blocks);
-  if (vec) {
-    pool_base_kernel<T, W><<<static_cast<unsigned>(blocks), hz::kPoolThreads, pool_stage_bytes<W>(), stream>>>(a);
+  if (vec && a.batches_per_block > 1) {
+    pool_base_kernel<T, W, true>
+        <<<static_cast<unsigned>(blocks), hz::kPoolThreads, pool_stage_bytes<W>() + carry_bytes, stream>>>(a);
+  } else if (vec) {
+    pool_base_kernel<T, W, false>
+        <<<static_cast<unsigned>(blocks), hz::kPoolThreads, pool_stage_bytes<W>(), stream>>>(a);
   } else {
-    pool_base_kernel<T, 1><<<static_cast<unsigned>(blocks), hz::kPoolThreads, 0, stream>>>(a);
+    pool_base_kernel<T, 1, false><<<static_cast<unsigned>(blocks), hz::kPoolThreads, 0, stream>>>(a);
   }
   detail::check_launch("pool_base_kernel");
   for (int l = a.fused_levels + 1; l <= g.levels; ++l) {

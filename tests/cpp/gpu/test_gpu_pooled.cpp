@@ -2,8 +2,11 @@
 // gather copies level-L entries from them. The pooled tensors must hold the
 // exact means (fp32 sums in ascending positions times 1 / c_L, rounded to the
 // dtype), the scores must not change, and gather must give the CPU's bits.
-// Covers the fused path (aligned rows, c_L <= 32) and the separate pooling
-// launch (unaligned rows, c_L > 32), GQA, ragged N and given base scores.
+// Covers the fused path (aligned rows; coarsest blocks inside a warp's 32-row
+// batch, or of several batches with running sums carried between them) and
+// the separate pooling launch (unaligned rows, a coarsest block longer than
+// pool_score's chunk, running sums too large for shared memory), GQA, ragged
+// N and given base scores.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -163,7 +166,13 @@ INSTANTIATE_TEST_SUITE_P(
                       // divide a warp's 32 lanes: a lane's items there fall in different rows and blocks.
                       make("fused_bf16_partial_chunk", 4096 + 17, 2, 1, 56, 4, 3, 256, kBF16, kSeq, kHead),
                       make("fused_f32_partial_chunk", 4096, 2, 2, 44, 4, 3, 256, kF32, kSeq, kSeq),
-                      make("separate_block_64", 8192 + 70, 2, 1, 32, 8, 3, 128, kBF16, kSeq, kHead),
+                      // Coarsest blocks of 2 and 4 batches (c_L = 64, 128), a last block cut by N.
+                      make("fused_bf16_block_64", 8192 + 70, 2, 1, 32, 8, 3, 128, kBF16, kSeq, kHead),
+                      make("fused_f32_block_128_partial_chunk", 16384 + 100, 2, 2, 44, 2, 8, 128, kF32, kSeq, kSeq),
+                      // c_L = 512 against a chunk of 256 positions at this length.
+                      make("separate_block_512", 65536 + 70, 1, 1, 32, 8, 4, 128, kBF16, kSeq, kHead),
+                      // 8 warps' running sums of 34 rows of 256 floats: 272 KiB, more than a block's shared memory.
+                      make("separate_carry_too_large", 8192 + 67, 32, 1, 256, 4, 4, 128, kBF16, kSeq, kSeq),
                       make("separate_scrambled", 4096 + 5, 4, 2, 12, 4, 3, 256, kF32, kScrambled, kScrambled)),
     [](const ::testing::TestParamInfo<PooledCase>& info) { return info.param.shape.name; });
 
