@@ -111,6 +111,14 @@ class Tensor {
           for (int64_t d = 0; d < dim_; ++d) set_bits(offset(b, s, h, d), bits_of(normal(rng)));
   }
 
+  // Element 0 of every `every`-th row along the sequence set to -0: a sum
+  // whose only term is -0 starts from +0 and so gives +0 (0 + -0), as the CPU's.
+  void negative_zeros(int64_t every) {
+    for (int64_t b = 0; b < batch_; ++b)
+      for (int64_t s = 0; s < seq_; s += every)
+        for (int64_t h = 0; h < heads_; ++h) set(b, s, h, 0, -0.0f);
+  }
+
   // Copies the host bytes (padding included) to the device mirror.
   void upload() {
     mirror();

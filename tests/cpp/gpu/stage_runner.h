@@ -216,7 +216,15 @@ inline void check_all_stages(const Shape& shape, uint64_t seed) {
     expect_same_tensors({{&grad_o_sel, "grad_o_sel"}}, [&] { lighthouse::cuda::scatter_backward(p, nullptr); });
   }
 
-  // gather_backward, of random gradients of the gathered tensors
+  // gather_backward, of random gradients of the gathered tensors (with some -0 elements), through a slots map
+  // with entries dropped (not kept): every 5th coarsest entry and the ragged tail's, so that some positions lack
+  // the coarsest term and some have no term at all
+  for (int64_t bk = 0; bk < B * Hkv; ++bk) {
+    int32_t* row = slots.values().data() + bk * g.pyramid_len;
+    for (int64_t i = 0; i < g.coarsest(); i += 5) row[g.offset(g.levels) + i] = -1;
+    for (int64_t t = g.coarsest() * g.block(g.levels); t < N; ++t) row[t] = -1;  // level 1 starts the pyramid
+  }
+  slots.upload();
   {
     Tensor gq_sel(t, B, S, H, D, shape.sel_layout, rng), gk_sel(t, B, S, Hkv, D, shape.sel_layout, rng),
         gv_sel(t, B, S, Hkv, D, shape.sel_layout, rng);
@@ -224,6 +232,7 @@ inline void check_all_stages(const Shape& shape, uint64_t seed) {
         gv(t, B, N, Hkv, D, shape.in_layout, rng);
     for (Tensor* x : {&gq_sel, &gk_sel, &gv_sel}) {
       x->fill_normal(rng);
+      x->negative_zeros(7);
       x->upload();
     }
     lighthouse::GatherBackwardParams p;
