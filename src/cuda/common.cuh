@@ -91,7 +91,7 @@ inline StreamShape stream_shape(int64_t row_len, int64_t outer_y, int64_t outer_
 
 // Launch shape of the tiled scatter / gather_backward kernels (see
 // heuristics.h): x-threads over one position's `row_len` items, y-threads
-// over a tile's positions, a 1-D grid striding over batch x tiles, and a
+// over a tile's positions, a 1-D grid of one block per (batch row, tile), and a
 // shared slot table of `table_rows` x tile int32s. tile == 0: the table does
 // not fit, use the plain kernel.
 struct TiledShape {
@@ -105,7 +105,8 @@ inline int64_t tiled_max_tile(int64_t table_rows) {
   return heuristics::kTiledMaxSharedBytes / (4 * (table_rows > 0 ? table_rows : 1));
 }
 
-inline TiledShape tiled_shape(int64_t row_len, int64_t batch, int64_t seq_len, int64_t table_rows) {
+// `positions`: the tile length wanted, shortened to what the table allows.
+inline TiledShape tiled_shape(int64_t row_len, int64_t batch, int64_t seq_len, int64_t table_rows, int64_t positions) {
   namespace hz = heuristics;
   TiledShape s;
   const int64_t max_tile = tiled_max_tile(table_rows);
@@ -121,14 +122,12 @@ inline TiledShape tiled_shape(int64_t row_len, int64_t batch, int64_t seq_len, i
     for (int64_t w = bx / 2; w >= 32; w /= 2)
       if (idle(w) < idle(bx)) bx = w;
   }
-  const int64_t tile = max_tile < hz::kTiledPositions ? max_tile : hz::kTiledPositions;
+  const int64_t tile = max_tile < positions ? max_tile : positions;
   int64_t by = hz::kTiledThreads / bx;
   if (by < 1) by = 1;
   if (by > tile) by = tile;
-  const int sms = sm_count();
   const int64_t items = batch * ((seq_len + tile - 1) / tile);
-  const int64_t cap = int64_t{sms} * hz::kTiledBlocksPerSm;
-  const int64_t grid = items < cap ? items : cap;
+  const int64_t grid = items < 0x7fffffff ? items : 0x7fffffff;  // one block per tile, up to the x limit
   s.grid = dim3(static_cast<unsigned>(grid < 1 ? 1 : grid), 1, 1);
   s.block = dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by), 1);
   s.tile = static_cast<int>(tile);

@@ -315,7 +315,8 @@ void launch_rope_inline(const GatherBackwardParams& p, cudaStream_t stream, bool
   const int64_t row_len = (d.heads + 2 * d.kv_heads) * plan.items;
   if (row_len > 0x7fffffff) fail("(heads + 2 * kv_heads) * head_dim", "below 2^31", row_len);
   const detail::TiledShape ts =
-      detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels + 1} * d.kv_heads);
+      detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels + 1} * d.kv_heads,
+                          std::max<int64_t>(hz::kGatherBackwardInlinePositions, p.geo.block(p.geo.levels)));
   detail::with_plan<W>(plan, [&](auto width, auto mode) {
     constexpr int V = decltype(width)::value;
     constexpr RopeMode M = decltype(mode)::value;
@@ -357,7 +358,7 @@ void launch(const GatherBackwardParams& p, cudaStream_t stream, void* workspace)
       constexpr int V = decltype(width)::value;
       const int64_t seq = std::max({std::abs(p.grad_q_sel_strides.seq), std::abs(p.grad_k_sel_strides.seq),
                                     std::abs(p.grad_v_sel_strides.seq), R ? d.head_dim : int64_t{0}});
-      detail::launch_by_position("gather_backward", row_len, d, p.geo.levels, p.geo.kept * seq, stream,
+      detail::launch_by_position("gather_backward", row_len, d, p.geo, p.geo.kept * seq, stream,
                                  gather_backward_tiled_kernel<T, V, R>, gather_backward_kernel<T, V, R>, p, rows,
                                  group, static_cast<int>(items));
     });

@@ -52,20 +52,27 @@ constexpr int kStreamBlocksPerSm = 8;
 // together (registers: kScatterLevelGroup rows of 16 bytes).
 constexpr int kScatterLevelGroup = 4;
 // scatter and gather_backward, tiled fast path: a block covers a tile of
-// kTiledPositions positions (fewer when the tile's shared table, (levels +
-// 1) x kv_heads x positions 32-bit words of slots and present-level masks,
-// would pass kTiledMaxSharedBytes; no tile at all falls back to the plain
-// kernel). Block x-threads: one position's row items rounded up to a warp,
-// at most kTiledMaxThreads; a longer row takes passes of the power-of-two
-// width that leaves the fewest threads idle (384 items: 3 x 128, not 256 +
-// 128; gather_backward 2-6% faster on the H200 at H = Hkv = 8). y-threads
-// fill the block to kTiledThreads. The grid is at most kTiledBlocksPerSm
-// blocks per SM.
-constexpr int kTiledPositions = 64;
+// kTiledPositions positions, or of one coarsest block where that is longer
+// (so that one block, not several, loads a coarsest entry's row), fewer when
+// the tile's shared table, (levels + 1) x kv_heads x positions 32-bit words
+// of slots and present-level masks, would pass kTiledMaxSharedBytes (no tile
+// at all falls back to the plain kernel). Block x-threads: one position's
+// row items rounded up to a warp, at most kTiledMaxThreads; a longer row
+// takes passes of the power-of-two width that leaves the fewest threads idle
+// (384 items: 3 x 128, not 256 + 128; gather_backward 2-6% faster on the
+// H200 at H = Hkv = 8). y-threads fill the block to kTiledThreads. The grid
+// has one block per tile (the kernels' tile loop strides only past the
+// grid's x limit). On the H200 (bench/NOTES.md), against tiles of 64 in a
+// grid of at most 16 blocks per SM (whose blocks took 3-4 tiles each in 2.7
+// waves of the 6 resident): scatter 9%, gather_backward 6% (with RoPE 5%)
+// faster at 512K, 11% / 11% (10%) at 1M (c_L = 64, tiles of 64), 8% / 9% at
+// the 64K training shape; scatter +1% at 128K with H = 4. One block per tile
+// alone gave 4-6% at 512K, and tiles of 32 at 1M were 2-4 points slower
+// than tiles of one coarsest block.
+constexpr int kTiledPositions = 32;
 constexpr int kTiledThreads = 256;
 constexpr int kTiledMaxThreads = 256;
 constexpr int64_t kTiledMaxSharedBytes = 16 * 1024;
-constexpr int kTiledBlocksPerSm = 16;
 // gather_backward's tiled kernel: __launch_bounds__ minimum resident blocks
 // of kTiledMaxThreads threads. 6 (40 registers, 16 / 40 bytes of spills)
 // since it walks only the levels present at a position; on the H200 5-9%
@@ -93,6 +100,11 @@ constexpr int64_t kGatherBackwardRotateFirstMinPositions = 4;
 // 128-register cap without spills).
 constexpr int kGatherBackwardInlineMinBlocksPerSm = 2;
 constexpr int kGatherBackwardCachedLevels = 1;
+// The in-loop kernel's tiles are at least kGatherBackwardInlinePositions long
+// (or one coarsest block): a y-thread keeps the coarsest level's rotated row
+// across its run of positions, and tiles of 32 (runs of 8 at the 64K
+// training shape, half a coarsest block) made it 7% slower there.
+constexpr int kGatherBackwardInlinePositions = 64;
 // The tiled scatter's own minimum: 6 caps it at 40 registers without spills
 // (ptxas, sm_90; 46 uncapped = 5 blocks), so 6 blocks of 256 threads fit:
 // against 5, scatter 5% faster at 128K and 512K with H = 8 on the H200, 3%

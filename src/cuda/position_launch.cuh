@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -38,12 +39,14 @@ __device__ __forceinline__ PositionRun position_run(int positions) {
 // tiled kernel forms it in 32 bits (one multiply, one wide add to the row's
 // pointer), so a span past 2^31 - 1 takes the plain kernel.
 template <typename Tiled, typename Plain, typename... Args>
-void launch_by_position(const char* stage, int64_t row_len, const Dims& d, int levels, int64_t entry_span,
+void launch_by_position(const char* stage, int64_t row_len, const Dims& d, const Geometry& g, int64_t entry_span,
                         cudaStream_t stream, Tiled tiled, Plain plain, const Args&... args) {
   namespace hz = heuristics;
   // The shared table: the tile's slots of every level and KV head, then one row of present-level masks per KV head.
+  // A tile of kTiledPositions, or of one coarsest block where that is longer (heuristics.h).
+  const int64_t positions = std::max<int64_t>(hz::kTiledPositions, g.block(g.levels));
   const TiledShape ts = entry_span <= 0x7fffffff
-                            ? tiled_shape(row_len, d.batch, d.seq_len, int64_t{levels + 1} * d.kv_heads)
+                            ? tiled_shape(row_len, d.batch, d.seq_len, int64_t{g.levels + 1} * d.kv_heads, positions)
                             : TiledShape{};
   if (ts.tile > 0) {
     tiled<<<ts.grid, ts.block, ts.shared_bytes, stream>>>(args..., ts.tile);

@@ -129,7 +129,7 @@ void launch(const ScatterParams& p, cudaStream_t stream) {
   if (row_len > 0x7fffffff) fail("heads * head_dim", "below 2^31", row_len);
   detail::with_width<W>(vec, [&](auto width) {
     constexpr int V = decltype(width)::value;
-    detail::launch_by_position("scatter", row_len, d, p.geo.levels, p.geo.kept * std::abs(p.o_sel_strides.seq),
+    detail::launch_by_position("scatter", row_len, d, p.geo, p.geo.kept * std::abs(p.o_sel_strides.seq),
                                stream, scatter_tiled_kernel<T, V>, scatter_kernel<T, V>, p, group,
                                static_cast<int>(vecs));
   });
