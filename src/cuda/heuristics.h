@@ -63,12 +63,14 @@ constexpr int kScatterLevelGroup = 4;
 // H200 at H = Hkv = 8). y-threads fill the block to kTiledThreads. The grid
 // has one block per tile (the kernels' tile loop strides only past the
 // grid's x limit). On the H200 (bench/NOTES.md), against tiles of 64 in a
-// grid of at most 16 blocks per SM (whose blocks took 3-4 tiles each in 2.7
-// waves of the 6 resident): scatter 9%, gather_backward 6% (with RoPE 5%)
-// faster at 512K, 11% / 11% (10%) at 1M (c_L = 64, tiles of 64), 8% / 9% at
-// the 64K training shape; scatter +1% at 128K with H = 4. One block per tile
-// alone gave 4-6% at 512K, and tiles of 32 at 1M were 2-4 points slower
-// than tiles of one coarsest block.
+// grid of at most 16 blocks per SM (whose blocks took several tiles each,
+// 3-4 at 512K, in 2.7 waves of the 6 resident): scatter 9%, gather_backward
+// 6% (with RoPE 5%) faster at 512K, 11% / 11% (10%) at 1M (c_L = 64, tiles
+// of 64); at the 64K training shape scatter 8% and gather_backward without
+// tables 9% (with RoPE it takes the in-loop kernel below, unchanged);
+// scatter +1% at 128K with H = 4. One block per tile alone gave 3.5-6% at
+// 512K, and tiles of 32 at 1M were 1-14 points slower than tiles of one
+// coarsest block.
 constexpr int kTiledPositions = 32;
 constexpr int kTiledThreads = 256;
 constexpr int kTiledMaxThreads = 256;
