@@ -57,6 +57,8 @@ enum class Layout {
   kHeadMajor,  // contiguous (batch, head, seq, d)
   kAligned,    // permuted outer dims, padding by multiples of 8 elements: the 16-byte paths
   kScrambled,  // permuted outer dims, odd padding: the scalar paths
+  kWideRows,   // (batch, head, seq, d), rows padded to 2^32 / seq elements (a multiple of 8): seq rows span more
+               // than 2^32 elements, so a row's offset passes 2^31 - 1 from about the middle of the sequence
 };
 
 // Raw NaN bits of each storage type.
@@ -74,7 +76,11 @@ class Tensor {
     const int64_t size_of[3] = {batch, seq, heads};
     int order[3] = {0, 1, 2};
     int64_t row_pad = 0, pads[3] = {0, 0, 0};
-    if (layout == Layout::kHeadMajor) std::swap(order[1], order[2]);
+    if (layout == Layout::kHeadMajor || layout == Layout::kWideRows) std::swap(order[1], order[2]);
+    if (layout == Layout::kWideRows) {
+      const int64_t row = ((int64_t{1} << 32) + seq - 1) / seq;
+      row_pad = (std::max<int64_t>(row - dim, 0) + 7) / 8 * 8;
+    }
     if (layout == Layout::kAligned || layout == Layout::kScrambled) {
       std::shuffle(order, order + 3, rng);
       const int64_t unit = layout == Layout::kAligned ? 8 : 1;
