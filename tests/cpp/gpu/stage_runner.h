@@ -84,6 +84,69 @@ void expect_same_arrays(std::initializer_list<std::pair<Array<T>*, const char*>>
   }
 }
 
+// The CPU's selection (paper rule) from the scores qk, kq: indices and slots
+// on the host, for the stages after select.
+inline void cpu_select(const lighthouse::Dims& d, const lighthouse::Geometry& g, Array<float>& qk, Array<float>& kq,
+                       Array<int32_t>& indices, Array<int32_t>& slots) {
+  lighthouse::SelectParams sp;
+  sp.dims = d;
+  sp.geo = g;
+  sp.scores_qk = qk.host(), sp.scores_kq = kq.host();
+  sp.indices = indices.host(), sp.slots = slots.host();
+  lighthouse::cpu::select(sp);
+}
+
+// scatter of o_sel (on the device) through `slots` into an output of
+// `out_layout`: the GPU's bits against the CPU's.
+inline void check_scatter(const lighthouse::Dims& d, const lighthouse::Geometry& g, DType t, Tensor& o_sel,
+                          Array<int32_t>& slots, Layout out_layout, std::mt19937_64& rng) {
+  Tensor out(t, d.batch, d.seq_len, d.heads, d.head_dim, out_layout, rng);
+  lighthouse::ScatterParams p;
+  p.dims = d;
+  p.geo = g;
+  p.dtype = t;
+  p.o_sel = o_sel.host(), p.o_sel_strides = o_sel.strides();
+  p.slots = slots.host();
+  p.out = out.host(), p.out_strides = out.strides();
+  lighthouse::cpu::scatter(p);
+  p.o_sel = o_sel.device_ptr();
+  p.slots = slots.device();
+  p.out = out.device_ptr();
+  SCOPED_TRACE("scatter");
+  expect_same_tensors({{&out, "out"}}, [&] { lighthouse::cuda::scatter(p, nullptr); });
+}
+
+// gather_backward of the gradients gq_sel, gk_sel, gv_sel (on the device)
+// through `slots` into gradients of `out_layout`, with the rope tables
+// rope_host / rope_device (none by default): the GPU's bits against the CPU's.
+inline void check_gather_backward(const lighthouse::Dims& d, const lighthouse::Geometry& g, DType t, Tensor& gq_sel,
+                                  Tensor& gk_sel, Tensor& gv_sel, Array<int32_t>& slots, Layout out_layout,
+                                  std::mt19937_64& rng, const lighthouse::RopeTables& rope_host = {},
+                                  const lighthouse::RopeTables& rope_device = {}) {
+  const int64_t B = d.batch, N = d.seq_len, H = d.heads, Hkv = d.kv_heads, D = d.head_dim;
+  Tensor gq(t, B, N, H, D, out_layout, rng), gk(t, B, N, Hkv, D, out_layout, rng), gv(t, B, N, Hkv, D, out_layout, rng);
+  lighthouse::GatherBackwardParams p;
+  p.dims = d;
+  p.geo = g;
+  p.dtype = t;
+  p.grad_q_sel = gq_sel.host(), p.grad_q_sel_strides = gq_sel.strides();
+  p.grad_k_sel = gk_sel.host(), p.grad_k_sel_strides = gk_sel.strides();
+  p.grad_v_sel = gv_sel.host(), p.grad_v_sel_strides = gv_sel.strides();
+  p.slots = slots.host();
+  p.grad_q = gq.host(), p.grad_q_strides = gq.strides();
+  p.grad_k = gk.host(), p.grad_k_strides = gk.strides();
+  p.grad_v = gv.host(), p.grad_v_strides = gv.strides();
+  p.rope = rope_host;
+  lighthouse::cpu::gather_backward(p);
+  p.grad_q_sel = gq_sel.device_ptr(), p.grad_k_sel = gk_sel.device_ptr(), p.grad_v_sel = gv_sel.device_ptr();
+  p.slots = slots.device();
+  p.grad_q = gq.device_ptr(), p.grad_k = gk.device_ptr(), p.grad_v = gv.device_ptr();
+  p.rope = rope_device;
+  SCOPED_TRACE("gather_backward");
+  expect_same_tensors({{&gq, "grad_q"}, {&gk, "grad_k"}, {&gv, "grad_v"}},
+                      [&] { lighthouse::cuda::gather_backward(p, nullptr); });
+}
+
 // All six stages of `shape` on fresh random inputs drawn from `seed`.
 inline void check_all_stages(const Shape& shape, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -178,22 +241,10 @@ inline void check_all_stages(const Shape& shape, uint64_t seed) {
 
   // scatter, of random attention outputs
   {
-    Tensor o_sel(t, B, S, H, D, shape.sel_layout, rng), out(t, B, N, H, D, shape.in_layout, rng);
+    Tensor o_sel(t, B, S, H, D, shape.sel_layout, rng);
     o_sel.fill_normal(rng);
     o_sel.upload();
-    lighthouse::ScatterParams p;
-    p.dims = d;
-    p.geo = g;
-    p.dtype = t;
-    p.o_sel = o_sel.host(), p.o_sel_strides = o_sel.strides();
-    p.slots = slots.host();
-    p.out = out.host(), p.out_strides = out.strides();
-    lighthouse::cpu::scatter(p);
-    p.o_sel = o_sel.device_ptr();
-    p.slots = slots.device();
-    p.out = out.device_ptr();
-    SCOPED_TRACE("scatter");
-    expect_same_tensors({{&out, "out"}}, [&] { lighthouse::cuda::scatter(p, nullptr); });
+    check_scatter(d, g, t, o_sel, slots, shape.in_layout, rng);
   }
 
   // scatter_backward, of a random output gradient
@@ -228,31 +279,12 @@ inline void check_all_stages(const Shape& shape, uint64_t seed) {
   {
     Tensor gq_sel(t, B, S, H, D, shape.sel_layout, rng), gk_sel(t, B, S, Hkv, D, shape.sel_layout, rng),
         gv_sel(t, B, S, Hkv, D, shape.sel_layout, rng);
-    Tensor gq(t, B, N, H, D, shape.in_layout, rng), gk(t, B, N, Hkv, D, shape.in_layout, rng),
-        gv(t, B, N, Hkv, D, shape.in_layout, rng);
     for (Tensor* x : {&gq_sel, &gk_sel, &gv_sel}) {
       x->fill_normal(rng);
       x->negative_zeros(7);
       x->upload();
     }
-    lighthouse::GatherBackwardParams p;
-    p.dims = d;
-    p.geo = g;
-    p.dtype = t;
-    p.grad_q_sel = gq_sel.host(), p.grad_q_sel_strides = gq_sel.strides();
-    p.grad_k_sel = gk_sel.host(), p.grad_k_sel_strides = gk_sel.strides();
-    p.grad_v_sel = gv_sel.host(), p.grad_v_sel_strides = gv_sel.strides();
-    p.slots = slots.host();
-    p.grad_q = gq.host(), p.grad_q_strides = gq.strides();
-    p.grad_k = gk.host(), p.grad_k_strides = gk.strides();
-    p.grad_v = gv.host(), p.grad_v_strides = gv.strides();
-    lighthouse::cpu::gather_backward(p);
-    p.grad_q_sel = gq_sel.device_ptr(), p.grad_k_sel = gk_sel.device_ptr(), p.grad_v_sel = gv_sel.device_ptr();
-    p.slots = slots.device();
-    p.grad_q = gq.device_ptr(), p.grad_k = gk.device_ptr(), p.grad_v = gv.device_ptr();
-    SCOPED_TRACE("gather_backward");
-    expect_same_tensors({{&gq, "grad_q"}, {&gk, "grad_k"}, {&gv, "grad_v"}},
-                        [&] { lighthouse::cuda::gather_backward(p, nullptr); });
+    check_gather_backward(d, g, t, gq_sel, gk_sel, gv_sel, slots, shape.in_layout, rng);
   }
 }
 

@@ -97,12 +97,7 @@ void check_pooled(const PooledCase& pc, uint64_t seed) {
 
   // Selection on the CPU, then gather: the CPU from the base, the GPU from the pooled tensors.
   Array<int32_t> indices(B * Hkv * S), slots(B * Hkv * g.pyramid_len);
-  lighthouse::SelectParams sp;
-  sp.dims = d;
-  sp.geo = g;
-  sp.scores_qk = qk.host(), sp.scores_kq = kq.host();
-  sp.indices = indices.host(), sp.slots = slots.host();
-  lighthouse::cpu::select(sp);
+  cpu_select(d, g, qk, kq, indices, slots);
   indices.upload();
   Tensor q_sel(t, B, S, H, D, shape.sel_layout, rng), k_sel(t, B, S, Hkv, D, shape.sel_layout, rng),
       v_sel(t, B, S, Hkv, D, shape.sel_layout, rng);

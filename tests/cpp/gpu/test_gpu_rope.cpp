@@ -101,12 +101,7 @@ void check_rope(const RopeShape& rs, uint64_t seed) {
   lighthouse::cpu::pool_score(pp);
   for (Tensor* x : {&pq, &pk, &pv}) x->upload();
   Array<int32_t> indices(B * Hkv * S), slots(B * Hkv * g.pyramid_len);
-  lighthouse::SelectParams sp;
-  sp.dims = d;
-  sp.geo = g;
-  sp.scores_qk = qk.host(), sp.scores_kq = kq.host();
-  sp.indices = indices.host(), sp.slots = slots.host();
-  lighthouse::cpu::select(sp);
+  cpu_select(d, g, qk, kq, indices, slots);
   indices.upload();
   slots.upload();
 
@@ -147,32 +142,11 @@ void check_rope(const RopeShape& rs, uint64_t seed) {
   // gather_backward of random gradients of the gathered tensors.
   Tensor gq_sel(t, B, S, H, D, shape.sel_layout, rng), gk_sel(t, B, S, Hkv, D, shape.sel_layout, rng),
       gv_sel(t, B, S, Hkv, D, shape.sel_layout, rng);
-  Tensor gq(t, B, N, H, D, shape.in_layout, rng), gk(t, B, N, Hkv, D, shape.in_layout, rng),
-      gv(t, B, N, Hkv, D, shape.in_layout, rng);
   for (Tensor* x : {&gq_sel, &gk_sel, &gv_sel}) {
     x->fill_normal(rng);
     x->upload();
   }
-  lighthouse::GatherBackwardParams bp;
-  bp.dims = d;
-  bp.geo = g;
-  bp.dtype = t;
-  bp.grad_q_sel = gq_sel.host(), bp.grad_q_sel_strides = gq_sel.strides();
-  bp.grad_k_sel = gk_sel.host(), bp.grad_k_sel_strides = gk_sel.strides();
-  bp.grad_v_sel = gv_sel.host(), bp.grad_v_sel_strides = gv_sel.strides();
-  bp.slots = slots.host();
-  bp.grad_q = gq.host(), bp.grad_q_strides = gq.strides();
-  bp.grad_k = gk.host(), bp.grad_k_strides = gk.strides();
-  bp.grad_v = gv.host(), bp.grad_v_strides = gv.strides();
-  bp.rope = tables.host;
-  lighthouse::cpu::gather_backward(bp);
-  bp.grad_q_sel = gq_sel.device_ptr(), bp.grad_k_sel = gk_sel.device_ptr(), bp.grad_v_sel = gv_sel.device_ptr();
-  bp.slots = slots.device();
-  bp.grad_q = gq.device_ptr(), bp.grad_k = gk.device_ptr(), bp.grad_v = gv.device_ptr();
-  bp.rope = tables.device;
-  SCOPED_TRACE("gather_backward");
-  expect_same_tensors({{&gq, "grad_q"}, {&gk, "grad_k"}, {&gv, "grad_v"}},
-                      [&] { lighthouse::cuda::gather_backward(bp, nullptr); });
+  check_gather_backward(d, g, t, gq_sel, gk_sel, gv_sel, slots, shape.in_layout, rng, tables.host, tables.device);
 }
 
 constexpr DType kF32 = DType::kFloat32, kBF16 = DType::kBFloat16, kF16 = DType::kFloat16;

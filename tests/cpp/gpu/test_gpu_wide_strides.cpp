@@ -45,61 +45,25 @@ TEST(GpuWideStrides, KeptRowsPastInt32Offsets) {
     ps.k = k.host(), ps.k_strides = k.strides();
     ps.scores_qk = qk.host(), ps.scores_kq = kq.host();
     lighthouse::cpu::pool_score(ps);
-    lighthouse::SelectParams sp;
-    sp.dims = d;
-    sp.geo = g;
-    sp.scores_qk = qk.host(), sp.scores_kq = kq.host();
-    sp.indices = indices.host(), sp.slots = slots.host();
-    lighthouse::cpu::select(sp);
+    cpu_select(d, g, qk, kq, indices, slots);
   }
   slots.upload();
 
   {
-    Tensor o_sel(t, B, S, H, D, Layout::kWideRows, rng), out(t, B, N, H, D, Layout::kSeqMajor, rng);
+    Tensor o_sel(t, B, S, H, D, Layout::kWideRows, rng);
     ASSERT_GT((S - 1) * o_sel.strides().seq, int64_t{0x7fffffff}) << "the last kept row must lie past 2^31 - 1";
     o_sel.fill_normal(rng);
     o_sel.upload();
-    lighthouse::ScatterParams p;
-    p.dims = d;
-    p.geo = g;
-    p.dtype = t;
-    p.o_sel = o_sel.host(), p.o_sel_strides = o_sel.strides();
-    p.slots = slots.host();
-    p.out = out.host(), p.out_strides = out.strides();
-    lighthouse::cpu::scatter(p);
-    p.o_sel = o_sel.device_ptr();
-    p.slots = slots.device();
-    p.out = out.device_ptr();
-    SCOPED_TRACE("scatter");
-    expect_same_tensors({{&out, "out"}}, [&] { lighthouse::cuda::scatter(p, nullptr); });
+    check_scatter(d, g, t, o_sel, slots, Layout::kSeqMajor, rng);
   }
   {
     Tensor gq_sel(t, B, S, H, D, Layout::kHeadMajor, rng), gk_sel(t, B, S, Hkv, D, Layout::kWideRows, rng),
         gv_sel(t, B, S, Hkv, D, Layout::kHeadMajor, rng);
-    Tensor gq(t, B, N, H, D, Layout::kSeqMajor, rng), gk(t, B, N, Hkv, D, Layout::kSeqMajor, rng),
-        gv(t, B, N, Hkv, D, Layout::kSeqMajor, rng);
     for (Tensor* x : {&gq_sel, &gk_sel, &gv_sel}) {
       x->fill_normal(rng);
       x->upload();
     }
-    lighthouse::GatherBackwardParams p;
-    p.dims = d;
-    p.geo = g;
-    p.dtype = t;
-    p.grad_q_sel = gq_sel.host(), p.grad_q_sel_strides = gq_sel.strides();
-    p.grad_k_sel = gk_sel.host(), p.grad_k_sel_strides = gk_sel.strides();
-    p.grad_v_sel = gv_sel.host(), p.grad_v_sel_strides = gv_sel.strides();
-    p.slots = slots.host();
-    p.grad_q = gq.host(), p.grad_q_strides = gq.strides();
-    p.grad_k = gk.host(), p.grad_k_strides = gk.strides();
-    p.grad_v = gv.host(), p.grad_v_strides = gv.strides();
-    lighthouse::cpu::gather_backward(p);
-    p.grad_q_sel = gq_sel.device_ptr(), p.grad_k_sel = gk_sel.device_ptr(), p.grad_v_sel = gv_sel.device_ptr();
-    p.slots = slots.device();
-    p.grad_q = gq.device_ptr(), p.grad_k = gk.device_ptr(), p.grad_v = gv.device_ptr();
-    SCOPED_TRACE("gather_backward");
-    expect_same_tensors({{&gq, "grad_q"}, {&gk, "grad_k"}, {&gv, "grad_v"}},
-                        [&] { lighthouse::cuda::gather_backward(p, nullptr); });
+    check_gather_backward(d, g, t, gq_sel, gk_sel, gv_sel, slots, Layout::kSeqMajor, rng);
   }
 }
 
