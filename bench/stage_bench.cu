@@ -251,14 +251,17 @@ bench::SizeResult run_size(long long n, const Options& o) {
   const size_t pq_bytes = size_t(B * nL * H * D * es), pkv_bytes = size_t(B * nL * Hkv * D * es);
   DeviceBuffer pooled_q(pq_bytes), pooled_k(pkv_bytes), pooled_v(pkv_bytes);
   const lighthouse::Strides pq_st = lighthouse::contiguous_bnhd(nL, H, D), pkv_st = lighthouse::contiguous_bnhd(nL, Hkv, D);
-  // RoPE tables: one fp32 [N, D] cos and sin for every batch row (batch_stride 0), rotate-half pairs.
+  // RoPE tables: one fp32 [N, D] cos and sin for every batch row (batch_stride 0), rotate-half pairs; and
+  // per-pair tables [N, D/2] (one value per pair).
   const size_t table_bytes = size_t(n * D * 4);
-  DeviceBuffer rope_cos(table_bytes), rope_sin(table_bytes);
+  DeviceBuffer rope_cos(table_bytes), rope_sin(table_bytes), pair_cos(table_bytes / 2), pair_sin(table_bytes / 2);
   uint64_t seed = 100;
   for (const DeviceBuffer* b : {&q, &k, &v, &o_sel, &grad_out, &gq_sel, &gk_sel, &gv_sel}) randomize(*b, seed++);
-  for (const DeviceBuffer* b : {&rope_cos, &rope_sin}) randomize<float>(*b, seed++);
+  for (const DeviceBuffer* b : {&rope_cos, &rope_sin, &pair_cos, &pair_sin}) randomize<float>(*b, seed++);
   lighthouse::RopeTables rope;
   rope.cos = rope_cos.as<float>(), rope.sin = rope_sin.as<float>();
+  lighthouse::RopeTables pair_rope;
+  pair_rope.cos = pair_cos.as<float>(), pair_rope.sin = pair_sin.as<float>(), pair_rope.per_pair = true;
 
   lighthouse::PoolScoreParams ps;
   ps.dims = d, ps.geo = g, ps.dtype = t;
@@ -303,6 +306,10 @@ bench::SizeResult run_size(long long n, const Options& o) {
   gpf_rope.rope = rope;
   lighthouse::GatherBackwardParams gb_rope = gb;
   gb_rope.rope = rope;
+  lighthouse::GatherParams gpf_pairs = gpf;
+  gpf_pairs.rope = pair_rope;
+  lighthouse::GatherBackwardParams gb_pairs = gb;
+  gb_pairs.rope = pair_rope;
 
   // A real selection for the later stages, and the rows they touch.
   lighthouse::cuda::pool_score(psf, nullptr);
@@ -376,6 +383,11 @@ bench::SizeResult run_size(long long n, const Options& o) {
         [&] { lighthouse::cuda::gather(gpf_rope, nullptr); });
   stage("gather_backward (rope)", gather_backward_bytes + rope_bytes, grads_out,
         [&] { lighthouse::cuda::gather_backward(gb_rope, nullptr); });
+  // The same with per-pair tables: half the table rows' bytes.
+  stage("gather<-pooled (rope pairs)", gather_pooled_bytes + rope_bytes / 2, sel_out,
+        [&] { lighthouse::cuda::gather(gpf_pairs, nullptr); });
+  stage("gather_backward (rope pairs)", gather_backward_bytes + rope_bytes / 2, grads_out,
+        [&] { lighthouse::cuda::gather_backward(gb_pairs, nullptr); });
   cuda_ok(cudaDeviceSynchronize(), "stages");
   return r;
 }
@@ -413,7 +425,7 @@ int main(int argc, char** argv) {
       report.sizes.push_back(run_size(n, o));
       const bench::SizeResult& z = report.sizes.back();
       for (const auto& s : z.stages)
-        std::printf("N=%-8lld %-22s %8.3f ms %9.1f MB %7.1f GB/s %5.1f%% of copy %5.1f%% of floor\n", n, s.stage.c_str(),
+        std::printf("N=%-8lld %-28s %8.3f ms %9.1f MB %7.1f GB/s %5.1f%% of copy %5.1f%% of floor\n", n, s.stage.c_str(),
                     s.median_ms, s.bytes / 1e6, s.bytes / (s.median_ms * 1e-3) / 1e9,
                     100.0 * s.bytes / (s.median_ms * 1e-3) / 1e9 / report.copy_gbps,
                     bench::pct_of_floor(report, s));

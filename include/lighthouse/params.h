@@ -31,11 +31,16 @@ inline Strides contiguous_bhsd(int64_t h, int64_t s, int64_t d) { return {h * s 
 // cos / sin holds the model's rotation at base position pos; a kept q or k
 // entry is rotated at the last base position it covers (docs/semantics.md,
 // "Rotary positions"). The same rows serve every head. Both null: no rotation.
+// A row holds one value per element (R = D, Hugging Face's tables) or, with
+// per_pair, one per rotation pair (R = D/2: pair j at column j, FlashAttention's
+// form), which is the per-element table with both elements of a pair equal,
+// read at half the bytes.
 struct RopeTables {
-  const float* cos = nullptr;  // [B, N, D], or [N, D] when batch_stride is 0: row (b, pos) at b * batch_stride + pos * D
-  const float* sin = nullptr;  // [B, N, D] or [N, D], laid out as cos
-  int64_t batch_stride = 0;    // elements between batch rows; 0: one [N, D] table for every batch row
+  const float* cos = nullptr;  // [B, N, R], or [N, R] when batch_stride is 0: row (b, pos) at b * batch_stride + pos * R
+  const float* sin = nullptr;  // [B, N, R] or [N, R], laid out as cos
+  int64_t batch_stride = 0;    // elements between batch rows; 0: one [N, R] table for every batch row
   bool interleaved = false;    // pairs (2j, 2j+1) (torchtitan); false: pairs (j, j + D/2) (Hugging Face)
+  bool per_pair = false;       // rows of R = D/2 values, one per pair; false: R = D, one per element
 };
 
 // pool_score: per-KV-head scores of every pyramid entry. The base score of a

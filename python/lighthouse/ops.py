@@ -69,9 +69,11 @@ def select(scores_qk, scores_kq, seq_len, *, levels, pooling, topk, tile_budget=
 def rope_tables(rope, batch, seq_len, head_dim):
     """The op arguments (rope_cos, rope_sin) for rope = None or a pair (cos, sin) of rotation tables.
 
-    Each table is [seq_len, head_dim], [batch, seq_len, head_dim] or [1, seq_len, head_dim] (one table for every
-    batch row, passed on as 2-d); it is converted to a contiguous float32 tensor, the layout the kernels read.
-    Raises ValueError naming rope_cos / rope_sin for anything else.
+    Each table is [seq_len, R], [batch, seq_len, R] or [1, seq_len, R] (one table for every batch row, passed on as
+    2-d), with R = head_dim (a value per element, Hugging Face's tables) or R = head_dim // 2 (a value per rotation
+    pair, FlashAttention's form: half the bytes for the kernels to read); cos and sin of one form. Each is converted
+    to a contiguous float32 tensor, the layout the kernels read. Raises ValueError naming rope_cos / rope_sin for
+    anything else.
     """
     if rope is None:
         return None, None
@@ -81,13 +83,17 @@ def rope_tables(rope, batch, seq_len, head_dim):
     for name, table in zip(("rope_cos", "rope_sin"), rope):
         if not isinstance(table, torch.Tensor) or table.dim() not in (2, 3):
             got = f"{table.dim()} dimensions {list(table.shape)}" if isinstance(table, torch.Tensor) else table
-            _fail(name, "a tensor [seq_len, head_dim] or [batch, seq_len, head_dim]", got)
+            _fail(name, "a tensor [seq_len, R] or [batch, seq_len, R] (R = head_dim or head_dim // 2)", got)
         if table.dim() == 3 and table.shape[0] == 1 and batch != 1:
             table = table[0]
-        expected = [seq_len, head_dim] if table.dim() == 2 else [batch, seq_len, head_dim]
+        width = table.shape[-1] if table.shape[-1] in (head_dim, head_dim // 2) else head_dim
+        expected = [seq_len, width] if table.dim() == 2 else [batch, seq_len, width]
         if list(table.shape) != expected:
-            _fail(f"{name}.shape", f"{expected} ([seq_len, head_dim] or [batch, seq_len, head_dim])", list(table.shape))
+            _fail(f"{name}.shape", f"{expected} ([seq_len, R] or [batch, seq_len, R], R = head_dim {head_dim} or "
+                  f"head_dim // 2 {head_dim // 2})", list(table.shape))
         tables.append(table.to(torch.float32).contiguous())
+    if tables[0].shape != tables[1].shape:
+        _fail("rope_sin.shape", f"the shape of rope_cos {list(tables[0].shape)}", list(tables[1].shape))
     return tuple(tables)
 
 

@@ -9,23 +9,36 @@ each product rounded in float32 (float64 for float64 inputs), then one rounded a
 import torch
 
 
-def rotary_tables(length: int, head_dim: int, theta: float = 10000.0, device=None):
+def rotary_tables(length: int, head_dim: int, theta: float = 10000.0, device=None, *, per_pair: bool = False):
     """cos and sin, float32 [length, head_dim], of the rotate-half pairs (j, j + D/2) at positions 0..length-1
-    with Llama's frequencies theta^(-2j/D): the tables lighthouse_attention(rope=...) takes."""
+    with Llama's frequencies theta^(-2j/D): the tables lighthouse_attention(rope=...) takes. per_pair=True gives
+    [length, head_dim // 2], one value per pair (the same rotation at half the bytes)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
-    angles = torch.cat((angles, angles), dim=-1)
+    if not per_pair:
+        angles = torch.cat((angles, angles), dim=-1)
     return angles.cos(), angles.sin()
 
 
+def per_element(table, head_dim: int, *, interleaved=False):
+    """A rope table with one value per element ([..., head_dim]): per-pair tables ([..., head_dim // 2]) have
+    each pair's value repeated at both of its elements; per-element tables are returned as they are."""
+    if table.shape[-1] == head_dim:
+        return table
+    if interleaved:
+        return table.repeat_interleave(2, dim=-1)
+    return torch.cat((table, table), dim=-1)
+
+
 def apply_rope(x, cos, sin, *, interleaved=False):
-    """x [B, N, heads, D] rotated at each position n by row n of the tables (float32 [N, D] or [B, N, D]).
+    """x [B, N, heads, D] rotated at each position n by row n of the tables (float32 [N, R] or [B, N, R], with
+    R = D values per row, or D/2: one per rotation pair).
 
     interleaved=False pairs element j with j + D/2 (Hugging Face's rotate_half), True pairs 2j with 2j + 1.
     """
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     a = x.to(compute)
-    cos, sin = (t.to(compute) for t in (cos, sin))
+    cos, sin = (per_element(t, x.shape[-1], interleaved=interleaved).to(compute) for t in (cos, sin))
     if cos.dim() == 2:
         cos, sin = cos[None], sin[None]
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # [B|1, N, 1, D], the same for every head

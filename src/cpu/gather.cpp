@@ -28,17 +28,18 @@ struct RowTarget {
 // Stores row x of `dim` values. With tables, each value is first rounded to
 // T and the row then rotated (x holds the rounded values afterwards).
 template <typename T>
-void store_row(std::vector<detail::acc_t<T>>& x, const RowTarget& out, int64_t dim, bool interleaved) {
+void store_row(std::vector<detail::acc_t<T>>& x, const RowTarget& out, int64_t dim, const RopeTables& rope) {
   if (out.cos == nullptr) {
     for (int64_t d = 0; d < dim; ++d) detail::store<T>(out.dst, out.offset + d, x[d]);
     return;
   }
   for (int64_t d = 0; d < dim; ++d) x[d] = detail::round_to<T>(x[d]);
   for (int64_t d = 0; d < dim; ++d) {
-    const int64_t partner = detail::rope_partner(d, dim, interleaved);
+    const int64_t partner = detail::rope_partner(d, dim, rope.interleaved);
+    const int64_t col = detail::rope_column(rope, d, dim);
     detail::store<T>(out.dst, out.offset + d,
-                     detail::rope_rotate(x[d], x[partner], out.cos[d], out.sin[d],
-                                         detail::rope_first(d, dim, interleaved)));
+                     detail::rope_rotate(x[d], x[partner], out.cos[col], out.sin[col],
+                                         detail::rope_first(d, dim, rope.interleaved)));
   }
 }
 
@@ -97,7 +98,7 @@ void gather_typed(const GatherParams& p) {
         } else {
           pool_row<T>(src, ss, b, head, first, c, d.head_dim, acc);
         }
-        store_row<T>(acc, out, d.head_dim, p.rope.interleaved);
+        store_row<T>(acc, out, d.head_dim, p.rope);
       };
       for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
         row(p.q, p.q_strides, p.pooled_q, p.pooled_q_strides, h,

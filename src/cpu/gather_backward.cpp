@@ -38,9 +38,10 @@ void accumulate_position(const Geometry& g, const int32_t* slots, int64_t b, int
     const float* sin = rope->sin + row;
     for (int64_t j = 0; j < dim; ++j) {
       const int64_t partner = detail::rope_partner(j, dim, rope->interleaved);
-      const detail::acc_t<T> u =
-          detail::rope_rotate_back(detail::load<T>(grad_sel, o + j), detail::load<T>(grad_sel, o + partner), cos[j],
-                                   sin[partner], detail::rope_first(j, dim, rope->interleaved));
+      const detail::acc_t<T> u = detail::rope_rotate_back(
+          detail::load<T>(grad_sel, o + j), detail::load<T>(grad_sel, o + partner),
+          cos[detail::rope_column(*rope, j, dim)], sin[detail::rope_column(*rope, partner, dim)],
+          detail::rope_first(j, dim, rope->interleaved));
       acc[j] += u * inv;
     }
   }

@@ -180,12 +180,16 @@ __device__ __forceinline__ void load_row(const void* base, int64_t i, float (&x)
 }
 
 // W consecutive floats at p through the read-only cache (rope tables, the
-// rotated rows of gather_backward); W is 1 or a multiple of 4 with p 16-byte
-// aligned.
+// rotated rows of gather_backward); W is 1, 2 with p 8-byte aligned, or a
+// multiple of 4 with p 16-byte aligned.
 template <int W>
 __device__ __forceinline__ void load_floats(const float* p, float (&x)[W]) {
   if constexpr (W == 1) {
     x[0] = __ldg(p);
+  } else if constexpr (W == 2) {
+    const float2 v = __ldg(reinterpret_cast<const float2*>(p));
+    x[0] = v.x;
+    x[1] = v.y;
   } else {
 #pragma unroll
     for (int j = 0; j < W; j += 4) {

@@ -8,7 +8,9 @@
 // the bytes) are copied from them instead of re-pooled from the base.
 // With rope tables, a thread owns whole rotation pairs (rope.cuh): for
 // rotate-half, a chunk in the first half of the row and its partner chunk
-// D/2 further; q and k means are rounded to T, rotated and stored.
+// D/2 further; q and k means are rounded to T, rotated and stored. Per-pair
+// tables (one cos / sin per pair) are their own instantiation: half the
+// table loads and registers.
 #include <string>
 
 #include "block_mean.cuh"
@@ -25,13 +27,14 @@ namespace hz = heuristics;
 using detail::RopeMode;
 
 // The kernel's __launch_bounds__ minimum of resident blocks per SM by rope
-// mode (heuristics.h); 0: none, ptxas chooses.
-constexpr int gather_min_blocks(RopeMode m) {
-  return m == RopeMode::kNone ? hz::kGatherMinBlocksPerSm : (m == RopeMode::kPair ? hz::kGatherPairMinBlocksPerSm : 0);
+// mode and table form (heuristics.h); 0: none, ptxas chooses.
+constexpr int gather_min_blocks(RopeMode m, bool per_pair) {
+  if (m == RopeMode::kNone) return hz::kGatherMinBlocksPerSm;
+  return m == RopeMode::kPair && !per_pair ? hz::kGatherPairMinBlocksPerSm : 0;
 }
 
-template <typename T, int W, RopeMode M>
-__global__ void __launch_bounds__(hz::kStreamThreads, gather_min_blocks(M))
+template <typename T, int W, RopeMode M, bool PerPair>
+__global__ void __launch_bounds__(hz::kStreamThreads, gather_min_blocks(M, PerPair))
     gather_kernel(GatherParams p, int64_t group, int items, detail::ItemLayout layout) {
   constexpr int C = detail::rope_chunks<M>();
   const Geometry& g = p.geo;
@@ -80,8 +83,8 @@ __global__ void __launch_bounds__(hz::kStreamThreads, gather_min_blocks(M))
             for (int ch = 0; ch < C; ++ch) detail::round_row<T, W>(x[ch]);
             const int64_t tr = lighthouse::detail::rope_row(
                 p.rope, b, lighthouse::detail::rope_position(g, level, local), p.dims.head_dim);
-            detail::rotate_chunks<detail::RopeTurn::kForward, W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col,
-                                                                    layout.offset);
+            detail::rotate_chunks<detail::RopeTurn::kForward, W, M, PerPair>(x, p.rope.cos + tr, p.rope.sin + tr,
+                                                                             col, layout);
           }
         }
 #pragma unroll
@@ -113,8 +116,8 @@ void launch(const GatherParams& p, cudaStream_t stream) {
   const detail::StreamShape sh =
       detail::stream_shape(row_len, d.batch * d.kv_heads, p.geo.kept, hz::kStreamThreads, hz::kStreamBlocksPerSm);
   const int items = static_cast<int>(plan.items);
-  detail::with_plan<W>(plan, [&](auto width, auto mode) {
-    gather_kernel<T, decltype(width)::value, decltype(mode)::value>
+  detail::with_plan<W>(plan, [&](auto width, auto mode, auto per_pair) {
+    gather_kernel<T, decltype(width)::value, decltype(mode)::value, decltype(per_pair)::value>
         <<<sh.grid, sh.block, 0, stream>>>(p, group, items, plan.layout);
   });
   detail::check_launch("gather_kernel");

@@ -58,7 +58,7 @@ struct EntryItems {
 // time, lists the kept ones (their slots and levels) in shared memory, and its
 // lanes then share the kept entries' work items (EntryItems), W * C elements
 // each (the rotation pairs of rope.cuh).
-template <typename T, int W, RopeMode M>
+template <typename T, int W, RopeMode M, bool PerPair>
 __global__ void __launch_bounds__(hz::kStreamThreads)
     rotate_back_kernel(GatherBackwardParams p, RotatedRows rows, EntryItems ei, detail::ItemLayout layout) {
   constexpr int C = detail::rope_chunks<M>();
@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(hz::kStreamThreads)
       for (int ch = 0; ch < C; ++ch) detail::load_row<T, W>(src, at + col + ch * layout.offset, x[ch]);
       const int64_t tr = lighthouse::detail::rope_row(
           p.rope, b, lighthouse::detail::rope_position(g, level, index - g.offset(level)), D);
-      detail::rotate_chunks<detail::RopeTurn::kBack, W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col, layout.offset);
+      detail::rotate_chunks<detail::RopeTurn::kBack, W, M, PerPair>(x, p.rope.cos + tr, p.rope.sin + tr, col, layout);
       const float inv = detail::block_reciprocal(g, level);
       float* out = (is_q ? rows.q + ((b * H + head) * S + slot) * D : rows.k + ((b * kvn + head) * S + slot) * D) + col;
 #pragma unroll
@@ -287,11 +287,12 @@ void rotate_back(const GatherBackwardParams& p, const RotatedRows& rows, bool ve
   const EntryItems ei{items, entry_rows, 32 % items, (32 / items) % entry_rows, 32 / (items * entry_rows)};
   const int64_t warps = d.batch * d.kv_heads * ((p.geo.pyramid_len + 31) / 32);
   const unsigned grid = detail::grid_for(warps * 32, hz::kStreamThreads, hz::kStreamBlocksPerSm);
-  detail::with_plan<W>(plan, [&](auto width, auto mode) {
+  detail::with_plan<W>(plan, [&](auto width, auto mode, auto per_pair) {
     constexpr int V = decltype(width)::value;
     constexpr RopeMode M = decltype(mode)::value;
     if constexpr (M != RopeMode::kNone) {
-      rotate_back_kernel<T, V, M><<<grid, hz::kStreamThreads, 0, stream>>>(p, rows, ei, plan.layout);
+      rotate_back_kernel<T, V, M, decltype(per_pair)::value>
+          <<<grid, hz::kStreamThreads, 0, stream>>>(p, rows, ei, plan.layout);
     }
   });
   detail::check_launch("gather_backward rotate_back_kernel");
@@ -317,11 +318,12 @@ void launch_rope_inline(const GatherBackwardParams& p, cudaStream_t stream, bool
   const detail::TiledShape ts =
       detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels + 1} * d.kv_heads,
                           std::max<int64_t>(hz::kGatherBackwardInlinePositions, p.geo.block(p.geo.levels)));
-  detail::with_plan<W>(plan, [&](auto width, auto mode) {
+  detail::with_plan<W>(plan, [&](auto width, auto mode, auto per_pair) {
     constexpr int V = decltype(width)::value;
     constexpr RopeMode M = decltype(mode)::value;
     if constexpr (M != RopeMode::kNone) {
-      detail::gather_backward_rope_inline_kernel<T, V, M><<<ts.grid, ts.block, ts.shared_bytes, stream>>>(
+      detail::gather_backward_rope_inline_kernel<T, V, M, decltype(per_pair)::value>
+          <<<ts.grid, ts.block, ts.shared_bytes, stream>>>(
           p, d.heads / d.kv_heads, static_cast<int>(plan.items), plan.layout, ts.tile);
     }
   });

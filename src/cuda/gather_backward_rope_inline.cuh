@@ -22,20 +22,20 @@ namespace lighthouse::cuda::detail {
 
 // Rotates the gradient chunks x of the level-`level` entry covering position
 // t back, for q and k rows (which < 2).
-template <int W, RopeMode M>
+template <int W, RopeMode M, bool PerPair>
 __device__ __forceinline__ void rotate_back_entry(const GatherBackwardParams& p, float (&x)[rope_chunks<M>()][W],
                                                   int which, int64_t b, int64_t t, int level, int64_t col,
-                                                  int64_t offset) {
+                                                  const ItemLayout& layout) {
   if (which < 2) {
     const Geometry& g = p.geo;
     const int64_t local = t >> ((level - 1) * g.log2_pooling);
     const int64_t tr =
         lighthouse::detail::rope_row(p.rope, b, lighthouse::detail::rope_position(g, level, local), p.dims.head_dim);
-    rotate_chunks<RopeTurn::kBack, W, M>(x, p.rope.cos + tr, p.rope.sin + tr, col, offset);
+    rotate_chunks<RopeTurn::kBack, W, M, PerPair>(x, p.rope.cos + tr, p.rope.sin + tr, col, layout);
   }
 }
 
-template <typename T, int W, RopeMode M>
+template <typename T, int W, RopeMode M, bool PerPair>
 __global__ void __launch_bounds__(heuristics::kTiledMaxThreads, heuristics::kGatherBackwardInlineMinBlocksPerSm)
     gather_backward_rope_inline_kernel(GatherBackwardParams p, int64_t group, int items, ItemLayout layout,
                                        int tile) {
@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(heuristics::kTiledMaxThreads, heuristics::kGat
           float x[C][W];
 #pragma unroll
           for (int ch = 0; ch < C; ++ch) load_row<T, W>(sel, s * sel_seq + ch * layout.offset, x[ch]);
-          rotate_back_entry<W, M>(p, x, which, b, t0 + i, l, col, layout.offset);
+          rotate_back_entry<W, M, PerPair>(p, x, which, b, t0 + i, l, col, layout);
           const float inv = block_reciprocal(g, l);
 #pragma unroll
           for (int ch = 0; ch < C; ++ch)
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(heuristics::kTiledMaxThreads, heuristics::kGat
             cached_slot[k] = s;
 #pragma unroll
             for (int ch = 0; ch < C; ++ch) load_row<T, W>(sel, s * sel_seq + ch * layout.offset, cached[k][ch]);
-            rotate_back_entry<W, M>(p, cached[k], which, b, t0 + i, l, col, layout.offset);
+            rotate_back_entry<W, M, PerPair>(p, cached[k], which, b, t0 + i, l, col, layout);
             const float inv = block_reciprocal(g, l);
 #pragma unroll
             for (int ch = 0; ch < C; ++ch)

@@ -35,7 +35,10 @@ constexpr int kLevelThreads = 256;
 // and without tables. On the H200 at 512K, 3 (80 registers) and 4 (64) made
 // gather with and without tables 17% and 15% faster than ptxas's own choice
 // (84 and 73 registers: 2 and 3 blocks), bench/NOTES.md. Interleaved tables
-// take no minimum (64-74 registers as ptxas chooses; not measured).
+// take no minimum (64-74 registers as ptxas chooses; not measured). Per-pair
+// rotate-half tables neither: ptxas's own choice is 80 registers without
+// spills (3 blocks), and 8.3% faster at 512K than the same 3 blocks forced by
+// the minimum, which spills 12 bytes (bench/NOTES.md).
 constexpr int kGatherPairMinBlocksPerSm = 3;
 constexpr int kGatherMinBlocksPerSm = 4;
 

@@ -6,7 +6,8 @@
 // pool_score_pooled is pool_score that also returns the pooled level-L q, k,
 // v (the means of each coarsest block); gather copies level-L entries from
 // them when given (all three or none) instead of re-pooling: same bits.
-// rope_cos / rope_sin (float32 [N, D] or [B, N, D], both or none): gather
+// rope_cos / rope_sin (float32 [N, R] or [B, N, R], both or none; R = D, a
+// value per element, or D/2, a value per rotation pair): gather
 // rotates each kept q and k entry at its last covered position and
 // gather_backward rotates their gradients back (rope_interleaved picks the
 // pairs (2j, 2j+1) instead of (j, j + D/2)).

@@ -63,7 +63,7 @@ RopeTables rope_tables(const std::optional<at::Tensor>& cos, const std::optional
   if (!cos.has_value()) return r;
   if (dims.head_dim % 2 != 0)
     fail("head_dim", "an even number when rope tables are given (rotation pairs)", dims.head_dim);
-  check_rope_table(*cos, "rope_cos", dims, ref, ref_name);
+  r.per_pair = check_rope_table(*cos, "rope_cos", dims, ref, ref_name);
   check_rope_table(*sin, "rope_sin", dims, ref, ref_name);
   if (sin->sizes() != cos->sizes() || sin->strides() != cos->strides())
     fail("rope_sin", "the shape and strides of rope_cos " + shape_string(*cos), shape_string(*sin));

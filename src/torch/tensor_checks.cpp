@@ -89,28 +89,34 @@ void check_score_tensor(const at::Tensor& t, const std::string& name, int64_t ba
   check_rank3(t, name, at::kFloat, batch, kv_heads, length, length_name, ref, ref_name);
 }
 
-void check_rope_table(const at::Tensor& t, const std::string& name, const Dims& dims, const at::Tensor& ref,
+bool check_rope_table(const at::Tensor& t, const std::string& name, const Dims& dims, const at::Tensor& ref,
                       const std::string& ref_name) {
   if (t.dim() != 2 && t.dim() != 3)
-    fail(name, "2 dimensions [seq_len, head_dim] or 3 dimensions [batch, seq_len, head_dim]",
+    fail(name, "2 dimensions [seq_len, R] or 3 dimensions [batch, seq_len, R] (R = head_dim or head_dim / 2)",
          std::to_string(t.dim()) + " dimensions " + shape_string(t));
   if (t.scalar_type() != at::kFloat) fail(name + ".dtype", "float32", c10::toString(t.scalar_type()));
   check_same_device(t, name, ref, ref_name);
   const int64_t seq = t.dim() - 2;
   if (t.dim() == 3) check_dim(t, 0, dims.batch, name, "batch");
   check_dim(t, seq, dims.seq_len, name, "seq_len");
-  check_dim(t, seq + 1, dims.head_dim, name, "head_dim");
-  const bool rows = t.size(seq + 1) <= 1 || t.stride(seq + 1) == 1;
-  const bool positions = t.size(seq) <= 1 || t.stride(seq) == dims.head_dim;
+  const int64_t row = t.size(seq + 1);
+  if (row != dims.head_dim && row != dims.head_dim / 2)
+    fail(name + ".shape[" + std::to_string(seq + 1) + "]",
+         "head_dim = " + std::to_string(dims.head_dim) + " (a value per element) or head_dim / 2 = " +
+             std::to_string(dims.head_dim / 2) + " (a value per rotation pair)",
+         std::to_string(row) + " (shape " + shape_string(t) + ")");
+  const bool rows = row <= 1 || t.stride(seq + 1) == 1;
+  const bool positions = t.size(seq) <= 1 || t.stride(seq) == row;
   if (!rows || !positions) {
     std::ostringstream got;
     got << "(";
     for (int64_t i = 0; i < t.dim(); ++i) got << (i ? ", " : "") << t.stride(i);
     got << ")";
-    fail(name + ".stride()", "rows of head_dim contiguous, one row per position: (..., " +
-                                 std::to_string(dims.head_dim) + ", 1) (call .contiguous())",
+    fail(name + ".stride()", "rows contiguous, one row per position: (..., " + std::to_string(row) +
+                                 ", 1) (call .contiguous())",
          got.str());
   }
+  return row != dims.head_dim;
 }
 
 Dims check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor* v, const std::string& q_name,

@@ -40,11 +40,13 @@ void check_score_tensor(const at::Tensor& t, const std::string& name, int64_t ba
                         int64_t length, const std::string& length_name, const at::Tensor& ref,
                         const std::string& ref_name);
 
-// A rope table (rope_cos / rope_sin): float32, [seq_len, head_dim] or
-// [batch, seq_len, head_dim], on ref's device, with each row of head_dim
-// contiguous and consecutive positions one row apart (strides (D, 1); any
-// batch stride). Not copied: the caller passes tables in that layout.
-void check_rope_table(const at::Tensor& t, const std::string& name, const Dims& dims, const at::Tensor& ref,
+// A rope table (rope_cos / rope_sin): float32, [seq_len, R] or
+// [batch, seq_len, R] with R = head_dim (a value per element) or head_dim / 2
+// (a value per rotation pair), on ref's device, with each row contiguous and
+// consecutive positions one row apart (strides (R, 1); any batch stride).
+// Not copied: the caller passes tables in that layout. Returns whether the
+// rows are per pair.
+bool check_rope_table(const at::Tensor& t, const std::string& name, const Dims& dims, const at::Tensor& ref,
                       const std::string& ref_name);
 
 // q [B, N, H, D] and k (and v when defined) [B, N, Hkv, D]: ranks, matching

@@ -1,7 +1,9 @@
 // Rotary positions (spec section 10): gather and gather_backward with rope
 // tables against the spec model, bit for bit, on fresh random inputs: fp32,
 // bf16 and fp16, both pair conventions, one [N, D] table for every batch row
-// or [B, N, D] tables (with padding between batch rows), GQA, ragged N,
+// or [B, N, D] tables (with padding between batch rows), per-element rows
+// (D values) or per-pair rows (D/2 values, the spec model reading each pair's
+// value at both of its elements), GQA, ragged N,
 // levels 2..4, strided views, and the pooled level-L fusion (which must give
 // the bits of re-pooling). The tables hold random values, not rotations, so
 // that an index or sign slip cannot hide behind the symmetries of real RoPE
@@ -36,15 +38,17 @@ struct RopeCase {
   int levels = 2, pooling = 2, tile_budget = 2;
   int64_t topk = 2;
   bool interleaved = false;
-  bool batched_tables = false;  // [B, N, D] tables (else one [N, D] table)
+  bool batched_tables = false;  // [B, N, R] tables (else one [N, R] table)
   int64_t table_pad = 0;        // floats between batched tables' batch rows
+  bool per_pair = false;        // rows of R = D/2 values, one per pair (else R = D)
   Layout input = Layout::kSeqMajor, selected = Layout::kHeadMajor;
 
   std::string describe() const {
     std::ostringstream os;
     os << lighthouse::dtype_name(dtype) << " N=" << seq_len << " B=" << batch << " H=" << heads << " Hkv=" << kv_heads
        << " D=" << head_dim << " L=" << levels << " p=" << pooling << " m=" << tile_budget << " topk=" << topk
-       << (interleaved ? " interleaved" : " rotate-half") << (batched_tables ? " [B,N,D]+" : " [N,D]")
+       << (interleaved ? " interleaved" : " rotate-half") << (per_pair ? " per-pair" : " per-element")
+       << (batched_tables ? " [B,N,R]+" : " [N,R]")
        << (batched_tables ? std::to_string(table_pad) : "") << " layouts in/sel=" << lhtest::layout_name(input) << "/"
        << lhtest::layout_name(selected);
     return os.str();
@@ -59,6 +63,7 @@ struct Draw {
   int64_t group = 0;   // heads / kv_heads; 0: 1, 2 or 4
   int ragged = -1;     // -1: either; 0: N a multiple of c_L * T; 1: ragged
   int interleaved = -1;
+  int per_pair = -1;
   bool scrambled = false;
 };
 
@@ -85,6 +90,7 @@ RopeCase random_case(std::mt19937_64& rng, const Draw& draw) {
     const int64_t dims[] = {2, 4, 6, 8, 10, 16};
     c.head_dim = dims[pick(0, 5)];
     c.interleaved = draw.interleaved < 0 ? pick(0, 1) == 1 : draw.interleaved == 1;
+    c.per_pair = draw.per_pair < 0 ? pick(0, 1) == 1 : draw.per_pair == 1;
     c.batched_tables = pick(0, 1) == 1;
     c.table_pad = c.batched_tables ? pick(0, 3) : 0;
     if (draw.scrambled) {
@@ -106,22 +112,26 @@ float (*round_of(DType t))(float) {
   return t == DType::kBFloat16 ? &round_bf16 : (t == DType::kFloat16 ? &round_f16 : &round_f32);
 }
 
-// Random tables; the padding between batch rows holds NaN, so reading it fails.
+// Random tables; the padding between batch rows holds NaN, so reading it
+// fails. Per-pair tables draw one value per pair; the spec model reads them
+// expanded to one value per element (both elements of a pair the same).
 struct Tables {
   std::vector<float> cos, sin;
+  std::vector<float> model_cos, model_sin;
   lighthouse::RopeTables params;
   spec::Rope model;
 };
 
 Tables make_tables(const RopeCase& c, std::mt19937_64& rng) {
   Tables t;
-  const int64_t row_elems = c.seq_len * c.head_dim;
+  const int64_t D = c.head_dim, R = c.per_pair ? D / 2 : D, row_elems = c.seq_len * R;
   const int64_t stride = c.batched_tables ? row_elems + c.table_pad : 0;
+  const int64_t table_rows = c.batched_tables ? c.batch : 1;
   const int64_t total = c.batched_tables ? c.batch * stride : row_elems;
   t.cos.assign(total, std::numeric_limits<float>::quiet_NaN());
   t.sin = t.cos;
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (int64_t b = 0; b < (c.batched_tables ? c.batch : 1); ++b)
+  for (int64_t b = 0; b < table_rows; ++b)
     for (int64_t i = 0; i < row_elems; ++i) {
       t.cos[b * stride + i] = normal(rng);
       t.sin[b * stride + i] = normal(rng);
@@ -130,10 +140,20 @@ Tables make_tables(const RopeCase& c, std::mt19937_64& rng) {
   t.params.sin = t.sin.data();
   t.params.batch_stride = stride;
   t.params.interleaved = c.interleaved;
-  t.model.cos = t.cos.data();
-  t.model.sin = t.sin.data();
-  t.model.batch_stride = stride;
-  t.model.dim = c.head_dim;
+  t.params.per_pair = c.per_pair;
+  t.model_cos.assign(table_rows * c.seq_len * D, 0.0f);
+  t.model_sin = t.model_cos;
+  for (int64_t b = 0; b < table_rows; ++b)
+    for (int64_t n = 0; n < c.seq_len; ++n)
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t col = !c.per_pair ? d : (c.interleaved ? d / 2 : d % (D / 2));
+        t.model_cos[(b * c.seq_len + n) * D + d] = t.cos[b * stride + n * R + col];
+        t.model_sin[(b * c.seq_len + n) * D + d] = t.sin[b * stride + n * R + col];
+      }
+  t.model.cos = t.model_cos.data();
+  t.model.sin = t.model_sin.data();
+  t.model.batch_stride = c.batched_tables ? c.seq_len * D : 0;
+  t.model.dim = D;
   t.model.interleaved = c.interleaved;
   return t;
 }
@@ -300,6 +320,18 @@ TEST(Rope, BothConventions) {
     Draw d;
     d.interleaved = interleaved;
     done += run_family(interleaved ? "rope interleaved" : "rope rotate-half", 20, 34000 + 100 * interleaved, d);
+  }
+  EXPECT_EQ(done, 40);
+}
+
+TEST(Rope, PerPairTables) {
+  int done = 0;
+  for (int interleaved : {0, 1}) {
+    Draw d;
+    d.interleaved = interleaved;
+    d.per_pair = 1;
+    done += run_family(interleaved ? "rope per-pair interleaved" : "rope per-pair rotate-half", 20,
+                       39000 + 100 * interleaved, d);
   }
   EXPECT_EQ(done, 40);
 }

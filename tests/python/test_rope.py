@@ -1,7 +1,7 @@
 """Rotary positions of the kept entries (rope=(cos, sin)) on the CPU: the layer against a plain PyTorch
 reference, gather / gather_backward against the definition bit for bit, the level-L fusion, opcheck,
-fp64 gradcheck and gradgradcheck, torch.compile, the dense fallback and the dilated scorer, bad tables; plus a
-`gpu` test of the CUDA kernels against the CPU bits."""
+fp64 gradcheck and gradgradcheck, torch.compile, the dense fallback and the dilated scorer, per-pair tables
+([..., D/2]) against per-element ones, bad tables; plus a `gpu` test of the CUDA kernels against the CPU bits."""
 
 import re
 
@@ -174,6 +174,65 @@ def test_identity_tables_give_the_bits_of_no_tables():
             assert torch.equal(a, b), dtype
 
 
+def per_pair(table, interleaved):
+    """The per-pair form of a table whose pairs hold equal values: column j is pair j's value."""
+    half = table.shape[-1] // 2
+    return (table[..., 0::2] if interleaved else table[..., :half]).contiguous()
+
+
+def pair_tables(seq_len=N, head_dim=D, batch=None, seed=9):
+    """Random per-element tables whose two elements of each pair are equal, for either convention: (table,
+    per-pair table) for cos and sin, both conventions sharing one draw."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (seq_len, head_dim // 2) if batch is None else (batch, seq_len, head_dim // 2)
+    pairs = (torch.randn(shape, generator=g), torch.randn(shape, generator=g))
+    half_form = tuple(torch.cat((t, t), dim=-1) for t in pairs)
+    interleaved_form = tuple(t.repeat_interleave(2, dim=-1) for t in pairs)
+    return pairs, {False: half_form, True: interleaved_form}
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("batched_tables", [False, True], ids=["[N,D/2]", "[B,N,D/2]"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_per_pair_tables_give_the_bits_of_per_element_tables(dtype, batched_tables, convention):
+    """Tables of one value per rotation pair [..., D/2] are the per-element tables with that value at both elements
+    of each pair: gather, gather_backward and the layer (forward and backward) give the same bits."""
+    interleaved = CONVENTIONS[convention]
+    q, k, v = make_qkv(dtype, seed=5)
+    indices, slots = select_for(q, k)
+    pairs, full = pair_tables(batch=B if batched_tables else None)
+    full = full[interleaved]
+    kwargs = {**CONFIG, "rope_interleaved": interleaved}
+    pooled = ops.pool_score_pooled(q, k, v, **CONFIG)[2:]
+    for given in (None, pooled):
+        for a, b in zip(ops.gather(q, k, v, indices, **kwargs, rope=pairs, pooled=given),
+                        ops.gather(q, k, v, indices, **kwargs, rope=full, pooled=given)):
+            assert torch.equal(a, b)
+    grads = [t.detach().clone() for t in ops.gather(q, k, v, indices, **kwargs, rope=full)]
+    for a, b in zip(ops.gather_backward(*grads, slots, N, **kwargs, rope=pairs),
+                    ops.gather_backward(*grads, slots, N, **kwargs, rope=full)):
+        assert torch.equal(a, b)
+
+    def layer(rope, seq_len):
+        xs = [t[:, :seq_len].clone().requires_grad_() for t in (q, k, v)]
+        rope = tuple(t[..., :seq_len, :].contiguous() for t in rope)
+        out = lighthouse.lighthouse_attention(*xs, **CONFIG, rope=rope, rope_interleaved=interleaved)
+        out.float().square().sum().backward()
+        return out, *(x.grad for x in xs)
+
+    for seq_len in (N, 24):  # the kernels, and the dense fallback's rotation of every position
+        for a, b in zip(layer(pairs, seq_len), layer(full, seq_len)):
+            assert torch.equal(a, b), seq_len
+
+
+def test_rotary_tables_per_pair_are_the_first_half():
+    cos, sin = lighthouse.rope.rotary_tables(16, 8, theta=500.0)
+    pair_cos, pair_sin = lighthouse.rope.rotary_tables(16, 8, theta=500.0, per_pair=True)
+    assert pair_cos.shape == (16, 4)
+    assert torch.equal(pair_cos, cos[:, :4]) and torch.equal(pair_sin, sin[:, :4])
+    assert torch.equal(cos[:, 4:], cos[:, :4]) and torch.equal(sin[:, 4:], sin[:, :4])
+
+
 # PyTorch integration: opcheck, gradients, torch.compile.
 
 
@@ -183,6 +242,7 @@ def _opcheck_cases():
     pooled = ops.pool_score_pooled(q, k, v, **CONFIG)[2:]
     cos, sin = model_tables()
     cos_b, sin_b = random_tables(batch=B)
+    pairs, pairs_b = pair_tables()[0], pair_tables(batch=B)[0]
     grad = lambda t: t.detach().clone().requires_grad_()  # noqa: E731
     sel = [grad(t) for t in ops.gather(q, k, v, indices, **CONFIG)]
     op = torch.ops.lighthouse
@@ -192,10 +252,12 @@ def _opcheck_cases():
          {**CONFIG, "rope_interleaved": True}),
         (op.gather_backward.default, (*sel, slots, N, cos, sin), CONFIG),
         (op.gather_backward.default, (*sel, slots, N, cos_b, sin_b), {**CONFIG, "rope_interleaved": True}),
+        (op.gather.default, (grad(q), grad(k), grad(v), indices, *pooled, *pairs_b), CONFIG),
+        (op.gather_backward.default, (*sel, slots, N, *pairs), {**CONFIG, "rope_interleaved": True}),
     ]
 
 
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(6))
 def test_opcheck(case):
     op, args, kwargs = _opcheck_cases()[case]
     torch.library.opcheck(op, args, kwargs)
@@ -333,8 +395,11 @@ def _bad_calls():
         "float64 table": (lambda: gather_op(cos.double(), sin), "rope_cos.dtype"),
         "4-d table": (lambda: gather_op(cos, sin[None, None]), "rope_sin"),
         "short table": (lambda: gather_op(cos[:-1], sin), "rope_cos.shape[0]"),
-        "head_dim of table": (lambda: op.gather_backward(*sel, slots, N, cos, sin[:, :4], **CONFIG),
+        "head_dim of table": (lambda: op.gather_backward(*sel, slots, N, cos, sin[:, :3].contiguous(), **CONFIG),
                               "rope_sin.shape[1]"),
+        "per-pair sin, per-element cos": (lambda: gather_op(cos, sin[:, :4].contiguous()), "rope_sin"),
+        "wrapper: per-pair sin, per-element cos": (
+            lambda: ops.gather(q, k, v, indices, **CONFIG, rope=(cos, sin[:, :4])), "rope_sin.shape"),
         "batch of table": (lambda: gather_op(cos.expand(3, N, D), sin.expand(3, N, D)), "rope_cos.shape[0]"),
         "strided table": (lambda: gather_op(cos, sin.t().contiguous().t()), "rope_sin.stride()"),
         "table device": (lambda: gather_op(cos.to("meta"), sin), "rope_cos.device"),
@@ -378,7 +443,8 @@ def test_cuda_rope_ops_equal_the_cpu_bits(dtype, convention, head_dim, route):
     indices, slots = select_for(q, k, config)
     pooled = ops.pool_score_pooled(q, k, v, **config)[2:]
     cuda = lambda ts: [t.cuda() for t in ts]  # noqa: E731
-    for rope in (random_tables(seq_len, head_dim), random_tables(seq_len, head_dim, batch=B)):
+    per_pair_tables = (pair_tables(seq_len, head_dim)[0], pair_tables(seq_len, head_dim, batch=B)[0])
+    for rope in (random_tables(seq_len, head_dim), random_tables(seq_len, head_dim, batch=B), *per_pair_tables):
         kwargs = {**config, "rope_interleaved": interleaved}
         expected = ops.gather(q, k, v, indices, **kwargs, rope=rope)
         for given in (None, pooled):

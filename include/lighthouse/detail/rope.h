@@ -57,9 +57,19 @@ inline double round_to<double>(double x) {
 // last one it covers, (local + 1) * c_l - 1 (a level-1 entry: its own).
 LH_HD int64_t rope_position(const Geometry& g, int level, int64_t local) { return (local + 1) * g.block(level) - 1; }
 
+// Values per table row: head_dim, or head_dim / 2 for per-pair tables.
+LH_HD int64_t rope_row_len(const RopeTables& r, int64_t head_dim) { return r.per_pair ? head_dim / 2 : head_dim; }
+
 // Offset of row (batch, pos) in the tables.
 LH_HD int64_t rope_row(const RopeTables& r, int64_t batch, int64_t pos, int64_t head_dim) {
-  return batch * r.batch_stride + pos * head_dim;
+  return batch * r.batch_stride + pos * rope_row_len(r, head_dim);
+}
+
+// The table column of element d: d itself, or with per-pair tables its pair's
+// index (d / 2 interleaved, d mod D/2 rotate-half).
+LH_HD int64_t rope_column(const RopeTables& r, int64_t d, int64_t head_dim) {
+  if (!r.per_pair) return d;
+  return r.interleaved ? d / 2 : d % (head_dim / 2);
 }
 
 // Element d's partner in its rotation pair, and whether d is the pair's first
@@ -75,7 +85,7 @@ LH_HD bool rope_first(int64_t d, int64_t head_dim, bool interleaved) {
 }
 
 // gather: element d of a rotated row, from the row's values a (at d) and
-// partner (at rope_partner(d)) and the tables' cos[d], sin[d]:
+// partner (at rope_partner(d)) and the tables' cos, sin at d's column:
 // a*cos - partner*sin for a pair's first element, a*cos + partner*sin for its second.
 template <typename A>
 LH_HD A rope_rotate(A a, A partner, float cos_d, float sin_d, bool first) {
@@ -85,7 +95,7 @@ LH_HD A rope_rotate(A a, A partner, float cos_d, float sin_d, bool first) {
 
 // gather_backward: the transpose of rope_rotate. Element d of the gradient
 // rotated back, from the incoming gradient g (at d) and partner (at
-// rope_partner(d)), cos[d] and sin at the partner's index:
+// rope_partner(d)), cos at d's column and sin at the partner's:
 // g*cos[d] + partner*sin[p] for a pair's first element, g*cos[d] - partner*sin[p] for its second.
 template <typename A>
 LH_HD A rope_rotate_back(A g, A partner, float cos_d, float sin_partner, bool first) {

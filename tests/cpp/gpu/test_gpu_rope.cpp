@@ -2,7 +2,8 @@
 // level-L fusion) and gather_backward with rope tables against the CPU
 // reference, bit for bit (every byte of every output buffer, poisoned before
 // each of three runs). Shapes cover both pair conventions, [N, D] and
-// [B, N, D] tables, all dtypes, ragged N, GQA, pyramid depths, strided
+// [B, N, D] tables, per-element (D values a row) and per-pair (D/2) tables,
+// all dtypes, ragged N, GQA, pyramid depths, strided
 // layouts, the 16-byte paths and the scalar ones (head_dim even but off the
 // vector width, rotate-half halves off the vector width, tables not 16-byte
 // aligned), both ways gather_backward rotates (inside the tiled kernel's
@@ -26,9 +27,10 @@ namespace {
 struct RopeShape {
   Shape shape;
   bool interleaved = false;
-  bool batched_tables = false;  // [B, N, D] (rows padded by table_pad floats), else [N, D]
+  bool batched_tables = false;  // [B, N, R] (rows padded by table_pad floats), else [N, R]
   int64_t table_pad = 0;
   int64_t table_offset = 0;     // floats the tables start past a 16-byte boundary
+  bool per_pair = false;        // R = D/2 values a row, one per rotation pair (else R = D)
 };
 
 std::ostream& operator<<(std::ostream& os, const RopeShape& s) { return os << s.shape.name; }
@@ -43,7 +45,7 @@ struct Tables {
 Tables make_tables(const RopeShape& rs, std::mt19937_64& rng) {
   const Shape& s = rs.shape;
   Tables t;
-  const int64_t rows = s.seq_len * s.head_dim;
+  const int64_t rows = s.seq_len * (rs.per_pair ? s.head_dim / 2 : s.head_dim);
   const int64_t stride = rs.batched_tables ? rows + rs.table_pad : 0;
   const int64_t total = rs.table_offset + (rs.batched_tables ? s.batch * stride : rows);
   t.cos.assign(static_cast<size_t>(total), std::numeric_limits<float>::quiet_NaN());
@@ -64,6 +66,7 @@ Tables make_tables(const RopeShape& rs, std::mt19937_64& rng) {
   t.device.sin = static_cast<const float*>(t.device_sin->get()) + rs.table_offset;
   t.host.batch_stride = t.device.batch_stride = stride;
   t.host.interleaved = t.device.interleaved = rs.interleaved;
+  t.host.per_pair = t.device.per_pair = rs.per_pair;
   return t;
 }
 
@@ -234,6 +237,42 @@ std::vector<RopeShape> shapes() {
   };
 }
 
+// The shape with per-pair tables (D/2 values a row), named pair_<name>.
+RopeShape per_pair(RopeShape r) {
+  r.shape.name = "pair_" + r.shape.name;
+  r.per_pair = true;
+  return r;
+}
+
+// Per-pair tables on every path the per-element ones take: the 16-byte paths (rotate-half chunks of pair values,
+// interleaved chunks of half as many values: W / 2 floats, two for f32), the scalar ones, rows of D/2 floats off
+// the 4-float rule (f32 interleaved D = 12: 6 values a row, the scalar path although the data allow 16 bytes),
+// unaligned tables, both ways gather_backward rotates, and the plain gather_backward kernel.
+std::vector<RopeShape> per_pair_shapes() {
+  std::vector<RopeShape> out;
+  for (const RopeShape& r : shapes()) {
+    const std::string& n = r.shape.name;
+    for (const char* pick : {"half_bf16", "interleaved_bf16_batched", "half_f32_batched", "interleaved_f32",
+                             "half_f16", "half_bf16_d128", "half_group3_bf16_d128", "ragged_gqa8_f32", "p4_l4_f16",
+                             "head_dim_6_f32_half", "head_dim_6_f32_interleaved", "head_dim_24_bf16_half",
+                             "head_dim_24_bf16_interleaved", "head_dim_2_bf16_interleaved", "unaligned_tables_bf16",
+                             "scrambled_bf16", "first_pass_half_bf16_d128", "first_pass_interleaved_f32_gqa_ragged",
+                             "first_pass_half_f16_d10", "first_pass_p4_l4_f16", "plain_backward_half_bf16",
+                             "plain_backward_interleaved_f32"})
+      if (n == pick) out.push_back(per_pair(r));
+  }
+  out.push_back(per_pair(make("interleaved_f32_d12", 1, 4096 + 7, 2, 2, 12, 4, 3, 256, kF32, 'i', true)));
+  out.push_back(
+      per_pair(make("first_pass_interleaved_bf16_d64", 2, 16384, 4, 2, 64, 4, 3, 256, kBF16, 'i', true, kSeq, kHead, 4)));
+  return out;
+}
+
+std::vector<RopeShape> all_shapes() {
+  std::vector<RopeShape> out = shapes();
+  for (const RopeShape& r : per_pair_shapes()) out.push_back(r);
+  return out;
+}
+
 class GpuRope : public ::testing::TestWithParam<RopeShape> {};
 
 TEST_P(GpuRope, BitwiseEqualToCpu) {
@@ -247,9 +286,11 @@ TEST(GpuSmall, Rope) {
   check_rope(make("small_half_bf16_in_loop", 1, 2048 + 21, 4, 2, 16, 2, 3, 256, kBF16, 'h', false), 11);
   check_rope(make("small_half_bf16_first_pass", 1, 8192 + 21, 4, 2, 16, 4, 3, 128, kBF16, 'h', false), 12);
   check_rope(make("small_interleaved_f32_scalar_first_pass", 1, 8192 + 3, 2, 1, 6, 4, 3, 128, kF32, 'i', true), 13);
+  check_rope(per_pair(make("small_half_bf16_first_pass", 1, 8192 + 21, 4, 2, 16, 4, 3, 128, kBF16, 'h', false)), 14);
+  check_rope(per_pair(make("small_interleaved_f32_in_loop", 1, 2048 + 5, 2, 2, 8, 2, 3, 256, kF32, 'i', true)), 15);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, GpuRope, ::testing::ValuesIn(shapes()),
+INSTANTIATE_TEST_SUITE_P(Families, GpuRope, ::testing::ValuesIn(all_shapes()),
                          [](const ::testing::TestParamInfo<RopeShape>& info) { return info.param.shape.name; });
 
 }  // namespace
