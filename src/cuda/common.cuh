@@ -92,24 +92,30 @@ inline StreamShape stream_shape(int64_t row_len, int64_t outer_y, int64_t outer_
 // Launch shape of the tiled scatter / gather_backward kernels (see
 // heuristics.h): x-threads over one position's `row_len` items, y-threads
 // over a tile's positions, a 1-D grid of one block per (batch row, tile), and a
-// shared slot table of `table_rows` x tile int32s. tile == 0: the table does
-// not fit, use the plain kernel.
+// shared slot table of tiled_table_rows x tile int32s (stage_tile_slots).
+// tile == 0: the table does not fit, use the plain kernel.
 struct TiledShape {
   dim3 grid, block;
   int tile = 0;
   size_t shared_bytes = 0;
 };
 
-// The longest tile whose table of `table_rows` rows fits (0: none).
-inline int64_t tiled_max_tile(int64_t table_rows) {
-  return heuristics::kTiledMaxSharedBytes / (4 * (table_rows > 0 ? table_rows : 1));
+// Rows of a tile's shared table: the slots of every level and KV head, then
+// one row of present-level masks per KV head.
+inline int64_t tiled_table_rows(const Dims& d, const Geometry& g) { return int64_t{g.levels + 1} * d.kv_heads; }
+
+// The longest tile whose table fits in kTiledMaxSharedBytes (0: none).
+inline int64_t tiled_max_tile(const Dims& d, const Geometry& g) {
+  const int64_t rows = tiled_table_rows(d, g);
+  return heuristics::kTiledMaxSharedBytes / (4 * (rows > 0 ? rows : 1));
 }
 
-// `positions`: the tile length wanted, shortened to what the table allows.
-inline TiledShape tiled_shape(int64_t row_len, int64_t batch, int64_t seq_len, int64_t table_rows, int64_t positions) {
+// A tile of `min_positions` positions, or of one coarsest block where that is
+// longer, shortened to what the table allows.
+inline TiledShape tiled_shape(int64_t row_len, const Dims& d, const Geometry& g, int64_t min_positions) {
   namespace hz = heuristics;
   TiledShape s;
-  const int64_t max_tile = tiled_max_tile(table_rows);
+  const int64_t max_tile = tiled_max_tile(d, g);
   if (max_tile < 1) return s;
   // x-threads: the row rounded up to a warp. A row longer than kTiledMaxThreads takes several passes, of the
   // power-of-two warp multiple (up to kTiledMaxThreads) that leaves the fewest threads idle, the widest
@@ -122,16 +128,18 @@ inline TiledShape tiled_shape(int64_t row_len, int64_t batch, int64_t seq_len, i
     for (int64_t w = bx / 2; w >= 32; w /= 2)
       if (idle(w) < idle(bx)) bx = w;
   }
+  const int64_t coarsest = g.block(g.levels);
+  const int64_t positions = min_positions > coarsest ? min_positions : coarsest;
   const int64_t tile = max_tile < positions ? max_tile : positions;
   int64_t by = hz::kTiledThreads / bx;
   if (by < 1) by = 1;
   if (by > tile) by = tile;
-  const int64_t items = batch * ((seq_len + tile - 1) / tile);
+  const int64_t items = d.batch * ((d.seq_len + tile - 1) / tile);
   const int64_t grid = items < 0x7fffffff ? items : 0x7fffffff;  // one block per tile, up to the x limit
   s.grid = dim3(static_cast<unsigned>(grid < 1 ? 1 : grid), 1, 1);
   s.block = dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by), 1);
   s.tile = static_cast<int>(tile);
-  s.shared_bytes = static_cast<size_t>(4 * table_rows * tile);
+  s.shared_bytes = static_cast<size_t>(4 * tiled_table_rows(d, g) * tile);
   return s;
 }
 

@@ -302,7 +302,7 @@ void rotate_back(const GatherBackwardParams& p, const RotatedRows& rows, bool ve
 // else inside the tiled kernel's position loop.
 bool rotates_first(const GatherBackwardParams& p) {
   if (p.rope.cos == nullptr) return false;
-  const bool tiled = detail::tiled_max_tile(int64_t{p.geo.levels + 1} * p.dims.kv_heads) >= 1;
+  const bool tiled = detail::tiled_max_tile(p.dims, p.geo) >= 1;
   return !tiled || p.dims.seq_len >= hz::kGatherBackwardRotateFirstMinPositions * p.geo.kept;
 }
 
@@ -315,9 +315,7 @@ void launch_rope_inline(const GatherBackwardParams& p, cudaStream_t stream, bool
   const detail::RopePlan plan = detail::plan_rope(p.rope, d.head_dim, W, vec);
   const int64_t row_len = (d.heads + 2 * d.kv_heads) * plan.items;
   if (row_len > 0x7fffffff) fail("(heads + 2 * kv_heads) * head_dim", "below 2^31", row_len);
-  const detail::TiledShape ts =
-      detail::tiled_shape(row_len, d.batch, d.seq_len, int64_t{p.geo.levels + 1} * d.kv_heads,
-                          std::max<int64_t>(hz::kGatherBackwardInlinePositions, p.geo.block(p.geo.levels)));
+  const detail::TiledShape ts = detail::tiled_shape(row_len, d, p.geo, hz::kGatherBackwardInlinePositions);
   detail::with_plan<W>(plan, [&](auto width, auto mode, auto per_pair) {
     constexpr int V = decltype(width)::value;
     constexpr RopeMode M = decltype(mode)::value;

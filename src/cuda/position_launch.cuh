@@ -6,7 +6,6 @@
 
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -29,9 +28,8 @@ __device__ __forceinline__ PositionRun position_run(int positions) {
 }
 
 // Launches tiled(args..., tile) with tiled_shape's grid, block and shared slot
-// table when a tile's table fits ((levels + 1) x kv_heads x positions 32-bit
-// words: stage_tile_slots), else plain(args...) as a grid-stride loop over
-// (batch, positions).
+// table (tiles of kTiledPositions or one coarsest block) when a tile's table
+// fits, else plain(args...) as a grid-stride loop over (batch, positions).
 // `row_len` is the work items of one position; `stage` names the kernels in
 // errors (stage_tiled_kernel, stage_kernel). `entry_span`: the largest
 // element offset of a kept row from slot 0's that the kernels form (kept
@@ -42,12 +40,8 @@ template <typename Tiled, typename Plain, typename... Args>
 void launch_by_position(const char* stage, int64_t row_len, const Dims& d, const Geometry& g, int64_t entry_span,
                         cudaStream_t stream, Tiled tiled, Plain plain, const Args&... args) {
   namespace hz = heuristics;
-  // The shared table: the tile's slots of every level and KV head, then one row of present-level masks per KV head.
-  // A tile of kTiledPositions, or of one coarsest block where that is longer (heuristics.h).
-  const int64_t positions = std::max<int64_t>(hz::kTiledPositions, g.block(g.levels));
-  const TiledShape ts = entry_span <= 0x7fffffff
-                            ? tiled_shape(row_len, d.batch, d.seq_len, int64_t{g.levels + 1} * d.kv_heads, positions)
-                            : TiledShape{};
+  const TiledShape ts =
+      entry_span <= 0x7fffffff ? tiled_shape(row_len, d, g, hz::kTiledPositions) : TiledShape{};
   if (ts.tile > 0) {
     tiled<<<ts.grid, ts.block, ts.shared_bytes, stream>>>(args..., ts.tile);
   } else {
