@@ -425,8 +425,8 @@ int main(int argc, char** argv) {
       report.sizes.push_back(run_size(n, o));
       const bench::SizeResult& z = report.sizes.back();
       for (const auto& s : z.stages)
-        std::printf("N=%-8lld %-28s %8.3f ms %9.1f MB %7.1f GB/s %5.1f%% of copy %5.1f%% of floor\n", n, s.stage.c_str(),
-                    s.median_ms, s.bytes / 1e6, s.bytes / (s.median_ms * 1e-3) / 1e9,
+        std::printf("N=%-8lld %-28s %8.3f ms %9.1f MB %7.1f GB/s %5.1f%% of copy %5.1f%% of floor\n", n,
+                    s.stage.c_str(), s.median_ms, s.bytes / 1e6, s.bytes / (s.median_ms * 1e-3) / 1e9,
                     100.0 * s.bytes / (s.median_ms * 1e-3) / 1e9 / report.copy_gbps,
                     bench::pct_of_floor(report, s));
       std::printf("N=%-8lld forward %.3f ms, backward %.3f ms\n", n, z.forward_ms, z.backward_ms);

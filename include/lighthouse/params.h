@@ -36,7 +36,7 @@ inline Strides contiguous_bhsd(int64_t h, int64_t s, int64_t d) { return {h * s 
 // form), which is the per-element table with both elements of a pair equal,
 // read at half the bytes.
 struct RopeTables {
-  const float* cos = nullptr;  // [B, N, R], or [N, R] when batch_stride is 0: row (b, pos) at b * batch_stride + pos * R
+  const float* cos = nullptr;  // [B, N, R], or [N, R] when batch_stride is 0: row (b, pos) at b * batch_stride + pos*R
   const float* sin = nullptr;  // [B, N, R] or [N, R], laid out as cos
   int64_t batch_stride = 0;    // elements between batch rows; 0: one [N, R] table for every batch row
   bool interleaved = false;    // pairs (2j, 2j+1) (torchtitan); false: pairs (j, j + D/2) (Hugging Face)

@@ -2,8 +2,8 @@
 
 Every rank passes rope = (cos, sin) as either the FULL tables (all N positions, the same on every rank) or
 its SHARD of them (its own N/W positions, rank r rows [r * N/W, (r + 1) * N/W)); the sequence is the
-second-to-last dimension ([N, D], [B, N, D] or [1, N, D], as lighthouse_attention takes them). Both are
-accepted, told apart by their length (N or N/W; with W = 1 they are the same).
+second-to-last dimension ([N, R], [B, N, R] or [1, N, R] with R = D or D/2, as lighthouse_attention takes
+them). Both are accepted, told apart by their length (N or N/W; with W = 1 they are the same).
 
 The Lighthouse layer after the exchange sees all N positions, so it needs the full tables: shards are
 all-gathered (N * D float32 per table). The dense layer rotates q and k before the exchange, so it needs
@@ -24,7 +24,7 @@ def check(rope, local_len, world):
     for name, table in zip(("rope_cos", "rope_sin"), rope):
         if not isinstance(table, torch.Tensor) or table.dim() not in (2, 3):
             got = f"{table.dim()} dimensions {list(table.shape)}" if isinstance(table, torch.Tensor) else table
-            raise ValueError(f"lighthouse: {name}: expected a tensor [N, D], [B, N, D] or [1, N, D], got {got}")
+            raise ValueError(f"lighthouse: {name}: expected a tensor [N, R], [B, N, R] or [1, N, R], got {got}")
         if table.shape[-2] not in (local_len, world * local_len):
             raise ValueError(
                 f"lighthouse: {name}.shape[-2]: expected the full length N = {world * local_len} (the same table on "

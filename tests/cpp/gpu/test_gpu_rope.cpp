@@ -262,8 +262,8 @@ std::vector<RopeShape> per_pair_shapes() {
       if (n == pick) out.push_back(per_pair(r));
   }
   out.push_back(per_pair(make("interleaved_f32_d12", 1, 4096 + 7, 2, 2, 12, 4, 3, 256, kF32, 'i', true)));
-  out.push_back(
-      per_pair(make("first_pass_interleaved_bf16_d64", 2, 16384, 4, 2, 64, 4, 3, 256, kBF16, 'i', true, kSeq, kHead, 4)));
+  out.push_back(per_pair(
+      make("first_pass_interleaved_bf16_d64", 2, 16384, 4, 2, 64, 4, 3, 256, kBF16, 'i', true, kSeq, kHead, 4)));
   return out;
 }
 
