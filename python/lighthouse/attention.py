@@ -117,9 +117,10 @@ def lighthouse_attention(
 
     rope: None (q and k are used as given, e.g. already rotated), or the model's rotary tables (cos, sin), each
     [N, R], [B, N, R] or [1, N, R] with R = D (a value per element) or D // 2 (a value per rotation pair: the same
-    rotation, with half the table bytes for the kernels to read). q and k must then be *un-rotated*: every kept q and k entry is rotated at
-    the last base position it covers (docs/semantics.md, "Rotary positions"), and the dense fallback and the
-    dilated scorer rotate q and k at every position themselves, so the layer means the same on every path.
+    rotation, with half the table bytes for the kernels to read). q and k must then be *un-rotated*: every kept q
+    and k entry is rotated at the last base position it covers (docs/semantics.md, "Rotary positions"), and the
+    dense fallback and the dilated scorer rotate q and k at every position themselves, so the layer means the same
+    on every path.
     rope_interleaved picks the pairs (2j, 2j+1) (torchtitan) instead of (j, j + D/2) (Hugging Face).
 
     reduce_scores: None, or a function (scores_qk, scores_kq) -> (scores_qk, scores_kq) applied to the pyramid
