@@ -146,7 +146,7 @@ def test_rope_reaches_the_layer_as_configured(monkeypatch):
         if rope == "pooled":
             assert torch.equal(q, raw_q) and torch.equal(k, raw_k)
             assert torch.equal(options["rope"][0], cos) and torch.equal(options["rope"][1], sin)
-            assert options["rope"][0].dtype == torch.float32 and options["rope"][0].shape == (64, 4)  # per pair
+            assert options["rope"][0].dtype == torch.float32 and options["rope"][0].shape == (64, 8)
         else:
             assert torch.equal(q, apply_rope(raw_q, cos, sin)) and torch.equal(k, apply_rope(raw_k, cos, sin))
             assert options["rope"] is None
@@ -182,10 +182,10 @@ def test_given_rope_tables_are_used_as_computed_ones(monkeypatch):
             shifted = rope_tables(ByteLlama(micro_config(rope="pooled", rope_theta=500.0)).config, 64, "cpu")
             assert not torch.equal(model(tokens, targets, rope=shifted), given)
         short = rope_tables(model.config, 32, "cpu")
-        with pytest.raises(ValueError, match=r"rope: expected cos and sin tables of shape \(64, 4\), got \(32, 4\)"):
+        with pytest.raises(ValueError, match=r"rope: expected cos and sin tables of shape \(64, 8\), got \(32, 8\)"):
             model(tokens, rope=short)
-        with pytest.raises(ValueError, match=r"got \(64, 4\) and \(64, 2\)"):
-            model(tokens, rope=(tables[0], tables[1][:, :2]))
+        with pytest.raises(ValueError, match=r"got \(64, 8\) and \(64, 4\)"):
+            model(tokens, rope=(tables[0], tables[1][:, :4]))
 
 
 def _gradients(outputs, inputs):

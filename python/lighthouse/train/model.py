@@ -128,15 +128,14 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(config: ModelConfig, length: int, device: torch.device):
-    """cos/sin tables [length, head_dim // 2] in fp32 for the half-split rotation, one value per rotation pair
-    (j, j + D/2): the form the Lighthouse kernels read at half the bytes of per-element tables."""
-    return rotary_tables(length, config.head_dim, config.rope_theta, device, per_pair=True)
+    """cos/sin tables [length, head_dim] in fp32 for the half-split rotation."""
+    return rotary_tables(length, config.head_dim, config.rope_theta, device)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, N, heads, D] by per-pair tables [N, D/2]; the tables are cast to x's dtype so bf16 stays bf16."""
-    cos = torch.cat((cos, cos), dim=-1)[None, :, None, :].to(x.dtype)
-    sin = torch.cat((sin, sin), dim=-1)[None, :, None, :].to(x.dtype)
+    """Rotate x [B, N, heads, D]; the tables are cast to x's dtype so bf16 stays bf16."""
+    cos = cos[None, :, None, :].to(x.dtype)
+    sin = sin[None, :, None, :].to(x.dtype)
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
@@ -320,7 +319,7 @@ class ByteLlama(nn.Module):
             cos, sin = rope_tables(self.config, length, tokens.device)
         else:
             cos, sin = rope
-            expected = (length, self.config.head_dim // 2)
+            expected = (length, self.config.head_dim)
             if tuple(cos.shape) != expected or tuple(sin.shape) != expected:
                 raise ValueError(f"rope: expected cos and sin tables of shape {expected}, got "
                                  f"{tuple(cos.shape)} and {tuple(sin.shape)}")
