@@ -37,8 +37,8 @@ constexpr int kLevelThreads = 256;
 // (84 and 73 registers: 2 and 3 blocks), bench/NOTES.md. Interleaved tables
 // take no minimum (64-74 registers as ptxas chooses; not measured). Per-pair
 // rotate-half tables neither: ptxas's own choice is 80 registers without
-// spills (3 blocks), and 8.3% faster at 512K than the same 3 blocks forced by
-// the minimum, which spills 12 bytes (bench/NOTES.md).
+// spills (3 blocks), 2-2.5% faster at 128K-1M than the same 3 blocks forced
+// by the minimum, which spills 12 bytes (bench/NOTES.md).
 constexpr int kGatherPairMinBlocksPerSm = 3;
 constexpr int kGatherMinBlocksPerSm = 4;
 

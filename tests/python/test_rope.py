@@ -174,12 +174,6 @@ def test_identity_tables_give_the_bits_of_no_tables():
             assert torch.equal(a, b), dtype
 
 
-def per_pair(table, interleaved):
-    """The per-pair form of a table whose pairs hold equal values: column j is pair j's value."""
-    half = table.shape[-1] // 2
-    return (table[..., 0::2] if interleaved else table[..., :half]).contiguous()
-
-
 def pair_tables(seq_len=N, head_dim=D, batch=None, seed=9):
     """Random per-element tables whose two elements of each pair are equal, for either convention: (table,
     per-pair table) for cos and sin, both conventions sharing one draw."""
