@@ -10,23 +10,29 @@ namespace lighthouse::cuda::heuristics {
 // pool_score: threads per block; each warp stages 32 rows of one head
 // through shared memory in chunks of kPoolChunkBytes per row, into
 // kPoolStages buffers: the copies of kPoolStages - 1 chunks are in flight
-// while the lanes read one. 128-byte chunks (two blocks of 90 KB per SM)
-// against 64 (three of 57 KB): pool_score 10-33% faster on the H200 at 64K
-// to 512K, with and without the pooled tensors (bench/NOTES.md).
-constexpr int kPoolThreads = 256;
+// while the lanes read one. 128-byte chunks against 64: pool_score 10-33%
+// faster on the H200 at 64K to 512K, with and without the pooled tensors.
+// Blocks of 4 warps (4 of 53 KB per SM) against 8 (2 of 90 KB; the same 16
+// warps): pool_score+pooled 3.5-6% faster at 64K-512K, 1% at 1M (a
+// block's warps wait for its slowest at the level reduction; that fewer
+// wait is a reading, not measured). 3 stages of 4 warps (3 blocks) were
+// 2-22% slower than 2 stages of 8, and 2 warps per block (7 blocks) slower
+// than 4 at every size (bench/NOTES.md).
+constexpr int kPoolThreads = 128;
 constexpr int kPoolChunkBytes = 128;
 constexpr int kPoolStages = 2;
 // Base positions one pool_score block covers (a power of two). Levels whose
 // blocks fit are max-reduced in shared memory; coarser ones in a follow-up
 // launch per level. Shorter sequences take smaller blocks, down to
 // kPoolMinPositions (a 32-row batch per warp), until the grid has
-// kPoolMinBlocksPerSm blocks per SM (16 waves of the 2 blocks an SM's shared
-// memory holds; set when 4 blocks fit, where 8 waves against 2 made
-// pool_score 7.6% faster at 512K with 8 KV heads on the H200,
-// bench/NOTES.md).
+// kPoolMinBlocksPerSm blocks per SM (16 waves of the 4 blocks an SM holds).
+// With 4-warp blocks, 64 against 32 (chunks of 256 positions instead of 512
+// at 512K with 8 KV heads, 512 instead of 1,024 at 1M): on the H200 the
+// pooled path 1.2 points slower at 512K and 2.9 faster at 1M, pool_score
+// alone 2.6 and 1.8 points faster, the same at 64K-128K (bench/NOTES.md).
 constexpr int64_t kPoolPositions = 1024;
 constexpr int64_t kPoolMinPositions = 32 * (kPoolThreads / 32);
-constexpr int kPoolMinBlocksPerSm = 32;
+constexpr int kPoolMinBlocksPerSm = 64;
 // Threads of the follow-up level kernels.
 constexpr int kLevelThreads = 256;
 
