@@ -210,6 +210,10 @@ __device__ __forceinline__ void load_floats(const float* p, float (&x)[W]) {
   }
 }
 
+// Asks for the line holding p to be brought into L1 without a register
+// waiting for it: a later load of the line then hits L1.
+__device__ __forceinline__ void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
+
 // Stores W floats at p (the counterpart of load_floats, same alignment).
 template <int W>
 __device__ __forceinline__ void store_floats(float* p, const float (&x)[W]) {

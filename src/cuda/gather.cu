@@ -10,7 +10,9 @@
 // rotate-half, a chunk in the first half of the row and its partner chunk
 // D/2 further; q and k means are rounded to T, rotated and stored. Per-pair
 // tables (one cos / sin per pair) are their own instantiation: half the
-// table loads and registers.
+// table loads and registers. Where the kept entries are many (heuristics.h),
+// the v rows, which are never rotated, take the table-free kernel in a launch
+// of their own instead of the rope kernel's lower occupancy.
 #include <string>
 
 #include "block_mean.cuh"
@@ -35,14 +37,17 @@ constexpr int gather_min_blocks(RopeMode m, bool per_pair) {
 
 template <typename T, int W, RopeMode M, bool PerPair>
 __global__ void __launch_bounds__(hz::kStreamThreads, gather_min_blocks(M, PerPair))
-    gather_kernel(GatherParams p, int64_t group, int items, detail::ItemLayout layout) {
+    gather_kernel(GatherParams p, int64_t group, int rows, int v_only, int items, detail::ItemLayout layout) {
   constexpr int C = detail::rope_chunks<M>();
   const Geometry& g = p.geo;
   const int64_t S = g.kept, kvn = p.dims.kv_heads;
-  const int row_len = static_cast<int>(group + 2) * items;
+  const int row_len = rows * items;
   for (int inner = threadIdx.x; inner < row_len; inner += blockDim.x) {
     const int64_t step = M == RopeMode::kPair ? layout.step : 1;  // constant 1 without pairs
-    const int64_t r = inner / items, col = int64_t{inner % items} * W * step;
+    // The entry's rows: rows = group + 2 (its q heads, k, v), group + 1 (the
+    // rotated ones), or 1 with v_only; a rope kernel never takes v_only.
+    const int64_t r = (M == RopeMode::kNone && v_only ? group + 1 : 0) + inner / items;
+    const int64_t col = int64_t{inner % items} * W * step;
     const bool is_q = r < group;
     for (int64_t bg = blockIdx.y; bg < p.dims.batch * kvn; bg += gridDim.y) {
       const int64_t b = bg / kvn, kvh = bg % kvn;
@@ -66,6 +71,16 @@ __global__ void __launch_bounds__(hz::kStreamThreads, gather_min_blocks(M, PerPa
         const int64_t pyr = indices[s];
         const int level = g.level_of(pyr);
         const int64_t local = pyr - g.offset(level);
+        if constexpr (M != RopeMode::kNone && !PerPair) {
+          // Per-element tables: four chunks per rotate-half item, their loads
+          // otherwise waiting for the rows'. Not for per-pair tables, whose
+          // kernel would then need a register cap (bench/NOTES.md).
+          if (r <= group) {
+            const int64_t tr = lighthouse::detail::rope_row(
+                p.rope, b, lighthouse::detail::rope_position(g, level, local), p.dims.head_dim);
+            detail::prefetch_element_tables<M>(p.rope.cos + tr, p.rope.sin + tr, col, layout);
+          }
+        }
         float x[C][W];
         if (pooled_row != nullptr && level == g.levels) {
           // pool_score already made this mean: copy its bits.
@@ -111,16 +126,21 @@ void launch(const GatherParams& p, cudaStream_t stream) {
                      detail::strides_multiple(p.pooled_q_strides, W) && detail::strides_multiple(p.pooled_k_strides, W) &&
                      detail::strides_multiple(p.pooled_v_strides, W)));
   const detail::RopePlan plan = detail::plan_rope(p.rope, d.head_dim, W, vec);
-  const int64_t row_len = (group + 2) * plan.items;
-  if (row_len > 0x7fffffff) fail("(heads / kv_heads + 2) * head_dim", "below 2^31", row_len);
-  const detail::StreamShape sh =
-      detail::stream_shape(row_len, d.batch * d.kv_heads, p.geo.kept, hz::kStreamThreads, hz::kStreamBlocksPerSm);
-  const int items = static_cast<int>(plan.items);
-  detail::with_plan<W>(plan, [&](auto width, auto mode, auto per_pair) {
-    gather_kernel<T, decltype(width)::value, decltype(mode)::value, decltype(per_pair)::value>
-        <<<sh.grid, sh.block, 0, stream>>>(p, group, items, plan.layout);
-  });
-  detail::check_launch("gather_kernel");
+  if ((group + 2) * plan.items > 0x7fffffff)
+    fail("(heads / kv_heads + 2) * head_dim", "below 2^31", (group + 2) * plan.items);
+  const bool split = plan.mode != RopeMode::kNone && d.batch * d.kv_heads * p.geo.kept >= hz::kGatherSplitMinEntries;
+  // One launch of `plan`'s kernel over `rows` rows of every entry (v alone with v_only).
+  const auto run = [&](const detail::RopePlan& pl, int rows, bool v_only) {
+    const detail::StreamShape sh = detail::stream_shape(rows * pl.items, d.batch * d.kv_heads, p.geo.kept,
+                                                        hz::kStreamThreads, hz::kStreamBlocksPerSm);
+    detail::with_plan<W>(pl, [&](auto width, auto mode, auto per_pair) {
+      gather_kernel<T, decltype(width)::value, decltype(mode)::value, decltype(per_pair)::value>
+          <<<sh.grid, sh.block, 0, stream>>>(p, group, rows, v_only, static_cast<int>(pl.items), pl.layout);
+    });
+    detail::check_launch("gather_kernel");
+  };
+  run(plan, static_cast<int>(split ? group + 1 : group + 2), false);
+  if (split) run(detail::plan_rope(RopeTables{}, d.head_dim, W, vec), 1, true);
 }
 
 }  // namespace

@@ -47,6 +47,13 @@ constexpr int kLevelThreads = 256;
 // by the minimum, which spills 12 bytes (bench/NOTES.md).
 constexpr int kGatherPairMinBlocksPerSm = 3;
 constexpr int kGatherMinBlocksPerSm = 4;
+// gather with rope tables: from this many kept entries per launch (batch x
+// KV heads x S), the v rows take the table-free kernel in a second launch.
+// Always split, the rope gather on the H200 was 3.5% faster at 512K, 5% at
+// 1M and 1.3% at 128K with H = Hkv = 8 (196,608 entries at 128K), and 13-14%
+// slower at 64K and 128K with H = 4, Hkv = 2 (40,960 and 49,152 entries),
+// where the second launch costs more than it saves (bench/NOTES.md).
+constexpr int64_t kGatherSplitMinEntries = 131072;
 
 // select: threads of the per-tile block, and the dynamic shared memory the
 // tile workspace may take before it moves to global memory.

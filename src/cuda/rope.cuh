@@ -93,6 +93,22 @@ __device__ __forceinline__ void rotate_chunks(float (&x)[rope_chunks<M>()][W], c
   }
 }
 
+// Prefetches into L1 the per-element table chunks that rotate_chunks will
+// load for the item (prefetch_l1). gather issues it before the item's row
+// loads, so that the tables' latency overlaps the rows' instead of following
+// it: the compiler does not hoist the loads themselves above the mean and
+// its rounding under the kernel's register cap.
+template <RopeMode M>
+__device__ __forceinline__ void prefetch_element_tables(const float* cos, const float* sin, int64_t col,
+                                                        const ItemLayout& layout) {
+  prefetch_l1(cos + col);
+  prefetch_l1(sin + col);
+  if constexpr (M == RopeMode::kPair) {
+    prefetch_l1(cos + col + layout.offset);
+    prefetch_l1(sin + col + layout.offset);
+  }
+}
+
 // The launch's choice for a row of head_dim D: the mode, whether the 16-byte
 // path stays possible (`vec` in: the data tensors allow it), the table form,
 // and the items per row and their layout. Rotate-half pairs need

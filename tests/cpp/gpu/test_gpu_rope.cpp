@@ -6,10 +6,11 @@
 // all dtypes, ragged N, GQA, pyramid depths, strided
 // layouts, the 16-byte paths and the scalar ones (head_dim even but off the
 // vector width, rotate-half halves off the vector width, tables not 16-byte
-// aligned), both ways gather_backward rotates (inside the tiled kernel's
-// loop, or in a first pass where there are at least 4 positions per kept
-// entry), and the plain gather_backward kernel (too many KV heads for the
-// tiled one's slot table).
+// aligned), gather's v rows in a launch of their own (many kept entries),
+// both ways gather_backward rotates (inside the tiled kernel's loop, or in a
+// first pass where there are at least 4 positions per kept entry), and the
+// plain gather_backward kernel (too many KV heads for the tiled one's slot
+// table).
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -230,6 +231,11 @@ std::vector<RopeShape> shapes() {
       make("first_pass_scrambled_bf16", 1, 16384 + 3, 4, 2, 24, 4, 3, 256, kBF16, 'h', true, kScrambled, kScrambled),
       make("first_pass_p8_l3_f32", 1, 32768, 2, 1, 32, 8, 3, 128, kF32, 'i', false),
       make("first_pass_p4_l4_f16", 1, 32768 + 100, 2, 2, 32, 4, 4, 128, kF16, 'h', false),
+      // at least 131,072 kept entries (batch x KV heads x S): gather's v rows in a launch of their own, the
+      // table-free kernel, also beside the rope kernel's scalar path (unaligned tables) and with GQA
+      make("split_v_half_bf16_d128", 1, 32768, 8, 8, 128, 4, 3, 2048, kBF16, 'h', false),
+      make("split_v_interleaved_f32_gqa_ragged", 2, 32768 + 5, 8, 4, 32, 4, 3, 2048, kF32, 'i', true),
+      make("split_v_unaligned_tables_bf16", 1, 32768, 8, 8, 64, 4, 3, 2048, kBF16, 'h', false, kSeq, kHead, 0, 1),
       // (levels + 1) x kv_heads > 4096: no tiled slot table fits, gather_backward takes the plain kernel
       make("plain_backward_half_bf16", 1, 40, 2050, 2050, 8, 2, 2, 2, kBF16, 'h', false, kSeq, kHead, 0, 0, 2),
       make("plain_backward_interleaved_f32", 1, 41, 2050, 2050, 6, 2, 2, 2, kF32, 'i', true, kSeq, kHead, 0, 0, 2),
@@ -257,8 +263,8 @@ std::vector<RopeShape> per_pair_shapes() {
                              "head_dim_6_f32_half", "head_dim_6_f32_interleaved", "head_dim_24_bf16_half",
                              "head_dim_24_bf16_interleaved", "head_dim_2_bf16_interleaved", "unaligned_tables_bf16",
                              "scrambled_bf16", "first_pass_half_bf16_d128", "first_pass_interleaved_f32_gqa_ragged",
-                             "first_pass_half_f16_d10", "first_pass_p4_l4_f16", "plain_backward_half_bf16",
-                             "plain_backward_interleaved_f32"})
+                             "first_pass_half_f16_d10", "first_pass_p4_l4_f16", "split_v_half_bf16_d128",
+                             "plain_backward_half_bf16", "plain_backward_interleaved_f32"})
       if (n == pick) out.push_back(per_pair(r));
   }
   out.push_back(per_pair(make("interleaved_f32_d12", 1, 4096 + 7, 2, 2, 12, 4, 3, 256, kF32, 'i', true)));
