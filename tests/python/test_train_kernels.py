@@ -80,3 +80,40 @@ def test_stage_kernels_are_listed_with_short_names_by_time():
     lines = "\n".join(kernels.markdown({"lighthouse": {"kernels": kernels.summarize(times, 2, 1.0)}}))
     assert "Lighthouse stage kernels, lighthouse:" in lines and "| `select_kernel` | 0.050 | 0 |" in lines
     assert kernels.summarize([("nvjet_tst_a", 1.0)], 1, 1.0)["stages"] == []
+
+
+def test_idle_is_what_no_activity_covers_with_the_longest_intervals_named():
+    # a 0-10, b 5-20 (overlapping: one covered stretch), idle 20-26, c 26-30, copy 30-31 (touching: no gap),
+    # idle 31-32, d 32-40; listed out of order as the profiler may.
+    spans = [(26.0, 30.0, "c"), (0.0, 10.0, "a"), (32.0, 40.0, "d"), (5.0, 20.0, "b"), (30.0, 31.0, "copy")]
+    result = kernels.idle(spans, steps=2)
+    assert result["ms"] == pytest.approx(0.0035) and result["intervals"] == 1.0
+    assert result["longest"] == [{"ms": pytest.approx(0.006), "after": "b", "before": "c"},
+                                 {"ms": pytest.approx(0.001), "after": "copy", "before": "d"}]
+
+
+def test_idle_counts_a_kernel_inside_a_longer_one_as_covered():
+    # e runs inside a; the gap after a is measured from a's end, and named after a, not after e.
+    result = kernels.idle([(0.0, 100.0, "a"), (10.0, 20.0, "e"), (150.0, 160.0, "f")], steps=1)
+    assert result["ms"] == pytest.approx(0.05)
+    assert result["longest"] == [{"ms": pytest.approx(0.05), "after": "a", "before": "f"}]
+
+
+def test_idle_keeps_the_longest_intervals_only_and_refuses_no_steps():
+    spans = [(10.0 * i + i * i, 10.0 * i + i * i + 10.0, f"k{i}") for i in range(kernels.TOP_GAPS + 3)]
+    longest = kernels.idle(spans, steps=1)["longest"]
+    assert [g["before"] for g in longest] == [f"k{i}" for i in range(kernels.TOP_GAPS + 2, 2, -1)]
+    assert kernels.idle([], steps=1) == {"ms": 0.0, "intervals": 0.0, "longest": []}
+    with pytest.raises(ValueError, match="expected steps >= 1, got 0"):
+        kernels.idle([], steps=0)
+
+
+def test_markdown_lists_idle_time_and_the_longest_intervals():
+    run = {**kernels.summarize([("nvjet_a", 1000.0)], 1, 3.0),
+           "idle": kernels.idle([(0.0, 500.0, "Memcpy HtoD"), (2000.0, 2500.0, "triton_x|y")], steps=1)}
+    text = "\n".join(kernels.markdown({"lighthouse": {"kernels": run}}))
+    assert "| device idle between activities | 1.50 | 1 intervals |" in text
+    assert "Longest idle intervals of the device, lighthouse" in text
+    assert "| 1.500 | `Memcpy HtoD` | `triton_x\\|y` |" in text
+    no_idle = "\n".join(kernels.markdown({"lighthouse": {"kernels": kernels.summarize([("nvjet_a", 1.0)], 1, 1.0)}}))
+    assert "device idle" not in no_idle and "Longest idle" not in no_idle

@@ -8,7 +8,9 @@ fill is summed into its family: milliseconds per step and share of the device's 
 that took the most time, and every Lighthouse stage kernel (the split of the stages' time in a real step).
 
 The busy time is the sum of the kernels' durations; the step's wall time beside it (CUDA events, the steps
-queued back to back as training queues them) tells how much of the step the device waited for the host.
+queued back to back as training queues them) tells how much of the step the device waited for the host. The
+idle time says where: the intervals of the profiled window that no device activity covers, and the longest of
+them with the activities on either side.
 """
 
 import torch
@@ -30,6 +32,8 @@ FAMILIES = {
     "other": ("every kernel no pattern above matches", ()),
 }
 TOP_KERNELS = 10
+# Idle intervals of the device listed per mode (the longest).
+TOP_GAPS = 5
 # Prefix of the Lighthouse kernels' demangled names, dropped in their table.
 STAGE_PREFIX = "lighthouse::cuda::(anonymous namespace)::"
 
@@ -61,6 +65,34 @@ def kernel_times(prof) -> list:
     from torch.autograd import DeviceType
 
     return [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+
+
+def device_spans(prof) -> list:
+    """(start us, end us, name) of every device activity a torch.profiler run recorded."""
+    from torch.autograd import DeviceType
+
+    return [(e.time_range.start, e.time_range.end, e.name) for e in prof.events() if e.device_type == DeviceType.CUDA]
+
+
+def idle(spans: list, steps: int) -> dict:
+    """The device's idle time in the window from the first activity's start to the last one's end: what no
+    activity covers (overlapping activities count once), in ms per step, and the TOP_GAPS longest idle intervals
+    with the activity that ends before each (the last to end) and the one that starts it."""
+    if steps < 1:
+        raise ValueError(f"kernel profile: expected steps >= 1, got {steps}")
+    gaps, total_us = [], 0.0
+    ordered = sorted(spans)
+    if ordered:
+        covered_to, last = ordered[0][1], ordered[0][2]
+        for start, end, name in ordered[1:]:
+            if start > covered_to:
+                gaps.append((start - covered_to, last, name))
+                total_us += start - covered_to
+            if end > covered_to:
+                covered_to, last = end, name
+    gaps.sort(key=lambda gap: -gap[0])
+    return {"ms": total_us / 1000.0 / steps, "intervals": len(gaps) / steps,
+            "longest": [{"ms": us / 1000.0, "after": after, "before": before} for us, after, before in gaps[:TOP_GAPS]]}
 
 
 def summarize(times: list, steps: int, wall_ms: float) -> dict:
@@ -110,7 +142,7 @@ def profile_kernels(trainer, lr: float, steps: int) -> dict:
             trainer.optimize(lr)
         wall_ms = 1000.0 * clock.seconds(start, clock.now()) / steps
     torch.cuda.synchronize(trainer.device)
-    return summarize(kernel_times(prof), steps, wall_ms)
+    return {**summarize(kernel_times(prof), steps, wall_ms), "idle": idle(device_spans(prof), steps)}
 
 
 def markdown(modes: dict) -> list:
@@ -130,18 +162,31 @@ def markdown(modes: dict) -> list:
         lines.append(f"| {key} | " + " | ".join(f"{c['ms']:.2f} | {100 * c['share']:.1f}%" for c in cells) + " |")
     lines.append("| **device busy** | " + " | ".join(f"**{r['busy_ms']:.2f}** | 100%" for r in runs) + " |")
     lines.append("| step, wall (under the profiler) | " + " | ".join(f"{r['wall_ms']:.2f} | " for r in runs) + " |")
+    if all("idle" in r for r in runs):
+        lines.append("| device idle between activities | " +
+                     " | ".join(f"{r['idle']['ms']:.2f} | {r['idle']['intervals']:.0f} intervals" for r in runs) + " |")
     lines += ["", "Families (a kernel's name decides; the first match in this order):", ""]
     lines += [f"* {key}: {FAMILIES[key][0]}" for key in keys]
     for mode, run in zip(names, runs):
         lines += ["", f"Top kernels, {mode}:", "", "| kernel | family | ms per step | calls per step |",
                   "|---|---|---:|---:|"]
         for k in run["top"]:
-            short = k["name"] if len(k["name"]) <= 100 else k["name"][:97] + "..."
-            short = short.replace("|", "\\|")
-            lines.append(f"| `{short}` | {k['family']} | {k['ms']:.2f} | {k['calls']:.0f} |")
+            lines.append(f"| `{_short(k['name'])}` | {k['family']} | {k['ms']:.2f} | {k['calls']:.0f} |")
+    for mode, run in zip(names, runs):
+        if run.get("idle", {}).get("longest"):
+            lines += ["", f"Longest idle intervals of the device, {mode} (the profiled steps):", "",
+                      "| ms | after | before |", "|---:|---|---|"]
+            lines += [f"| {g['ms']:.3f} | `{_short(g['after'])}` | `{_short(g['before'])}` |"
+                      for g in run["idle"]["longest"]]
     for mode, run in zip(names, runs):
         if run.get("stages"):
             lines += ["", f"Lighthouse stage kernels, {mode}:", "", "| kernel | ms per step | calls per step |",
                       "|---|---:|---:|"]
             lines += [f"| `{k['name']}` | {k['ms']:.3f} | {k['calls']:.0f} |" for k in run["stages"]]
     return lines
+
+
+def _short(name: str) -> str:
+    """A kernel's name for a table cell: at most 100 characters, pipes escaped."""
+    short = name if len(name) <= 100 else name[:97] + "..."
+    return short.replace("|", "\\|")
