@@ -117,3 +117,18 @@ def test_markdown_lists_idle_time_and_the_longest_intervals():
     assert "| 1.500 | `Memcpy HtoD` | `triton_x\\|y` |" in text
     no_idle = "\n".join(kernels.markdown({"lighthouse": {"kernels": kernels.summarize([("nvjet_a", 1.0)], 1, 1.0)}}))
     assert "device idle" not in no_idle and "Longest idle" not in no_idle
+
+
+def test_device_activities_are_read_from_the_profiler_events_only():
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def event(name, device_type, start, end):
+        return SimpleNamespace(name=name, device_type=device_type, time_range=SimpleNamespace(start=start, end=end))
+
+    prof = SimpleNamespace(events=lambda: [event("aten::mm", DeviceType.CPU, 0.0, 50.0),
+                                           event("nvjet_a", DeviceType.CUDA, 10.0, 40.0),
+                                           event("Memset (Device)", DeviceType.CUDA, 45.0, 47.5)])
+    assert kernels.device_spans(prof) == [(10.0, 40.0, "nvjet_a"), (45.0, 47.5, "Memset (Device)")]
+    assert kernels.kernel_times(prof) == [("nvjet_a", 30.0), ("Memset (Device)", 2.5)]

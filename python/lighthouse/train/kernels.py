@@ -60,11 +60,9 @@ def stage_name(name: str) -> str:
     return short
 
 
-def kernel_times(prof) -> list:
-    """(name, microseconds) of every device activity a torch.profiler run recorded."""
-    from torch.autograd import DeviceType
-
-    return [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+def _require_steps(steps: int) -> None:
+    if steps < 1:
+        raise ValueError(f"kernel profile: expected steps >= 1, got {steps}")
 
 
 def device_spans(prof) -> list:
@@ -74,12 +72,16 @@ def device_spans(prof) -> list:
     return [(e.time_range.start, e.time_range.end, e.name) for e in prof.events() if e.device_type == DeviceType.CUDA]
 
 
+def kernel_times(prof) -> list:
+    """(name, microseconds) of every device activity a torch.profiler run recorded."""
+    return [(name, end - start) for start, end, name in device_spans(prof)]
+
+
 def idle(spans: list, steps: int) -> dict:
     """The device's idle time in the window from the first activity's start to the last one's end: what no
     activity covers (overlapping activities count once), in ms per step, and the TOP_GAPS longest idle intervals
     with the activity that ends before each (the last to end) and the one that starts it."""
-    if steps < 1:
-        raise ValueError(f"kernel profile: expected steps >= 1, got {steps}")
+    _require_steps(steps)
     gaps, total_us = [], 0.0
     ordered = sorted(spans)
     if ordered:
@@ -98,8 +100,7 @@ def idle(spans: list, steps: int) -> dict:
 def summarize(times: list, steps: int, wall_ms: float) -> dict:
     """Per-step milliseconds and shares by family, the top kernels by time and every Lighthouse stage kernel, from
     (name, us) pairs."""
-    if steps < 1:
-        raise ValueError(f"kernel profile: expected steps >= 1, got {steps}")
+    _require_steps(steps)
     families, kernels = {}, {}
     for name, us in times:
         key = family(name)
