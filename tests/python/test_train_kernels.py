@@ -1,7 +1,10 @@
 """Kernel families of the training-step profile (lighthouse/train/kernels.py): names as the CUDA profiler
 reports them, and the per-step sums. No GPU needed."""
 
+from types import SimpleNamespace
+
 import pytest
+from torch.autograd import DeviceType
 
 from lighthouse.train import kernels
 
@@ -119,16 +122,30 @@ def test_markdown_lists_idle_time_and_the_longest_intervals():
     assert "device idle" not in no_idle and "Longest idle" not in no_idle
 
 
+def event(name, device_type, start, end):
+    """A stand-in for one torch.profiler event: what device_spans reads of it."""
+    return SimpleNamespace(name=name, device_type=device_type, time_range=SimpleNamespace(start=start, end=end))
+
+
 def test_device_activities_are_read_from_the_profiler_events_only():
-    from types import SimpleNamespace
-
-    from torch.autograd import DeviceType
-
-    def event(name, device_type, start, end):
-        return SimpleNamespace(name=name, device_type=device_type, time_range=SimpleNamespace(start=start, end=end))
-
     prof = SimpleNamespace(events=lambda: [event("aten::mm", DeviceType.CPU, 0.0, 50.0),
                                            event("nvjet_a", DeviceType.CUDA, 10.0, 40.0),
                                            event("Memset (Device)", DeviceType.CUDA, 45.0, 47.5)])
     assert kernels.device_spans(prof) == [(10.0, 40.0, "nvjet_a"), (45.0, 47.5, "Memset (Device)")]
     assert kernels.kernel_times(prof) == [("nvjet_a", 30.0), ("Memset (Device)", 2.5)]
+
+
+def test_a_profile_is_summarized_from_one_read_of_its_events():
+    reads = []
+
+    def events():
+        reads.append(1)
+        return [event("aten::mm", DeviceType.CPU, 0.0, 50.0), event("nvjet_a", DeviceType.CUDA, 10.0, 40.0),
+                event("triton_x", DeviceType.CUDA, 1510.0, 1520.0)]
+
+    result = kernels.summarize_profile(SimpleNamespace(events=events), 2, 9.0)
+    assert len(reads) == 1
+    spans = [(10.0, 40.0, "nvjet_a"), (1510.0, 1520.0, "triton_x")]
+    assert result == {**kernels.summarize([("nvjet_a", 30.0), ("triton_x", 10.0)], 2, 9.0),
+                      "idle": kernels.idle(spans, 2)}
+    assert result["busy_ms"] == 0.02 and result["idle"]["ms"] == 0.735

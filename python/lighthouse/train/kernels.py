@@ -72,9 +72,14 @@ def device_spans(prof) -> list:
     return [(e.time_range.start, e.time_range.end, e.name) for e in prof.events() if e.device_type == DeviceType.CUDA]
 
 
+def durations(spans: list) -> list:
+    """(name, microseconds) of each (start us, end us, name) span."""
+    return [(name, end - start) for start, end, name in spans]
+
+
 def kernel_times(prof) -> list:
     """(name, microseconds) of every device activity a torch.profiler run recorded."""
-    return [(name, end - start) for start, end, name in device_spans(prof)]
+    return durations(device_spans(prof))
 
 
 def idle(spans: list, steps: int) -> dict:
@@ -143,7 +148,14 @@ def profile_kernels(trainer, lr: float, steps: int) -> dict:
             trainer.optimize(lr)
         wall_ms = 1000.0 * clock.seconds(start, clock.now()) / steps
     torch.cuda.synchronize(trainer.device)
-    return {**summarize(kernel_times(prof), steps, wall_ms), "idle": idle(device_spans(prof), steps)}
+    return summarize_profile(prof, steps, wall_ms)
+
+
+def summarize_profile(prof, steps: int, wall_ms: float) -> dict:
+    """summarize and idle of one torch.profiler run, its device activities read once (a long profile holds
+    hundreds of thousands of events)."""
+    spans = device_spans(prof)
+    return {**summarize(durations(spans), steps, wall_ms), "idle": idle(spans, steps)}
 
 
 def markdown(modes: dict) -> list:
